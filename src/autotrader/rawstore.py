@@ -1,0 +1,87 @@
+"""Raw bars on disk: Parquet partitioned ``broker=…/symbol=…/date=YYYY-MM-DD/bars.parquet``.
+
+Written by ``extract`` and read by ``validate``, ``features``, ``archive`` and ``health``. A whole
+extract is built in a temporary directory and swapped in, so a failed run leaves the old bars.
+Rows are kept exactly as the source gave them (order, duplicates, dtypes): judging them is
+validation's job, not storage's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from autotrader.atomic import atomic_dir, write_parquet
+
+PARTITION_FILE = "bars.parquet"
+
+
+def partition_dir(root: Path, broker: str, symbol: str, date: str) -> Path:
+    return root / f"broker={broker}" / f"symbol={symbol}" / f"date={date}"
+
+
+def _dates(frame: pd.DataFrame) -> pd.Series:
+    ts = frame["timestamp"]
+    if not pd.api.types.is_datetime64_any_dtype(ts):
+        ts = pd.to_datetime(ts, errors="coerce", utc=True)
+    return ts.dt.strftime("%Y-%m-%d").fillna("unknown")
+
+
+def write_partitions(root: Path, frame: pd.DataFrame, broker: str, symbol: str) -> int:
+    """Write one instrument's bars as day partitions under ``root``; returns the number of files."""
+    if frame.empty:
+        return 0
+    count = 0
+    for date, part in frame.groupby(_dates(frame), sort=True):
+        write_parquet(partition_dir(root, broker, symbol, str(date)) / PARTITION_FILE, part.reset_index(drop=True))
+        count += 1
+    return count
+
+
+def write_extract(root: str | Path, frames: Iterable[tuple[str, str, pd.DataFrame]]) -> int:
+    """Replace the whole raw tree atomically with these (broker, symbol, bars) frames."""
+    total = 0
+    with atomic_dir(root) as tmp:
+        for broker, symbol, frame in frames:
+            total += write_partitions(tmp, frame, broker, symbol)
+    return total
+
+
+def instruments(root: str | Path) -> list[tuple[str, str]]:
+    """(broker, symbol) pairs present on disk, sorted."""
+    root = Path(root)
+    pairs = []
+    for bdir in sorted(root.glob("broker=*")):
+        for sdir in sorted(bdir.glob("symbol=*")):
+            pairs.append((bdir.name.split("=", 1)[1], sdir.name.split("=", 1)[1]))
+    return pairs
+
+
+def partition_files(root: str | Path, broker: str, symbol: str) -> list[Path]:
+    """Day files of one instrument in date order."""
+    base = Path(root) / f"broker={broker}" / f"symbol={symbol}"
+    return sorted(base.glob(f"date=*/{PARTITION_FILE}"))
+
+
+def read_instrument(root: str | Path, broker: str, symbol: str, dates: Iterable[str] | None = None) -> pd.DataFrame:
+    """One instrument's bars in partition order, rows as written (no sorting or dedup)."""
+    files = partition_files(root, broker, symbol)
+    if dates is not None:
+        wanted = {f"date={d}" for d in dates}
+        files = [f for f in files if f.parent.name in wanted]
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+
+
+def iter_instruments(root: str | Path) -> Iterator[tuple[str, str, pd.DataFrame]]:
+    for broker, symbol in instruments(root):
+        yield broker, symbol, read_instrument(root, broker, symbol)
+
+
+def read_all(root: str | Path) -> pd.DataFrame:
+    frames = [f for _, _, f in iter_instruments(root)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,140 @@
+"""A deterministic simulated market: the offline default and the ground truth for leakage tests.
+
+Each instrument follows a log-price random walk on its broker's calendar with two-state
+regime-switching volatility, a quoted spread that widens with volatility, and volume that rises with
+|return|. ``signal_strength`` adds a causal drift: a persistent latent order-flow factor ``x`` moves the
+next bar's expected return, and ``x`` is partly visible in past returns (momentum). At ``signal_strength = 0`` the drift is exactly zero, so nothing about the future is
+predictable from the past (the volatility clustering is, but its sign is not).
+
+Everything is vectorised (``scipy.signal.lfilter`` for the AR processes); no loop over bars.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.signal import lfilter
+
+from autotrader.calendars import bar_index
+from autotrader.params import Instrument
+from autotrader.schema import conform, empty_bars
+
+_YEAR = pd.Timedelta(days=365)
+
+
+@dataclass(frozen=True)
+class InstrumentSpec:
+    price: float
+    annual_vol: float
+    spread_bps: float
+    volume: float  # mean volume per bar at the reference interval (5 min)
+
+
+SPECS: dict[str, InstrumentSpec] = {
+    "BTCUSDT": InstrumentSpec(price=60_000.0, annual_vol=0.55, spread_bps=1.0, volume=40.0),
+    "ETHUSDT": InstrumentSpec(price=3_000.0, annual_vol=0.70, spread_bps=1.5, volume=400.0),
+    "EUR_USD": InstrumentSpec(price=1.08, annual_vol=0.07, spread_bps=0.8, volume=900.0),
+    "GBP_USD": InstrumentSpec(price=1.27, annual_vol=0.08, spread_bps=1.2, volume=700.0),
+    "USD_JPY": InstrumentSpec(price=150.0, annual_vol=0.09, spread_bps=1.0, volume=800.0),
+    "SPY": InstrumentSpec(price=550.0, annual_vol=0.16, spread_bps=0.3, volume=250_000.0),
+    "QQQ": InstrumentSpec(price=480.0, annual_vol=0.21, spread_bps=0.4, volume=180_000.0),
+}
+_DEFAULT_SPEC = InstrumentSpec(price=100.0, annual_vol=0.3, spread_bps=2.0, volume=1000.0)
+
+# Latent order-flow factor: AR(1) persistence per bar, and how much of a bar's σ it moves the mean.
+FLOW_PERSISTENCE = 0.97
+DRIFT_PER_UNIT = 0.08
+# Regimes: calm and stormy volatility multipliers, and the per-bar chance of leaving each.
+REGIME_VOL = np.array([0.8, 2.2])
+REGIME_EXIT = np.array([0.004, 0.02])
+
+
+def _rng(seed: int, instrument: Instrument, start: pd.Timestamp) -> np.random.Generator:
+    """Stable across processes (no Python ``hash``): seed, instrument and window start pick the stream."""
+    key = f"{instrument.broker}/{instrument.symbol}/{start.isoformat()}".encode()
+    return np.random.default_rng([seed, zlib.crc32(key)])
+
+
+def _ar1(shocks: np.ndarray, phi: float) -> np.ndarray:
+    """Stationary AR(1) with unit variance driven by ``shocks``."""
+    return lfilter([np.sqrt(1 - phi**2)], [1.0, -phi], shocks)
+
+
+def _regimes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A two-state Markov chain without a Python loop: draw run lengths, then expand them."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    runs: list[np.ndarray] = []
+    total, state = 0, 0
+    while total < n:  # a handful of iterations: each draws a batch of runs
+        batch = rng.geometric(REGIME_EXIT[[state, 1 - state] * 64])
+        runs.append(batch)
+        total += int(batch.sum())
+    lengths = np.concatenate(runs)
+    states = np.arange(len(lengths)) % 2
+    out = np.repeat(states, lengths)[:n]
+    return out
+
+
+class SimulatedMarket:
+    """Seeded bars for any instrument on its broker's calendar; same params, same bars, byte for byte."""
+
+    def __init__(self, seed: int = 7, signal_strength: float = 1.0) -> None:
+        self.seed = seed
+        self.signal_strength = signal_strength
+
+    def fetch(
+        self, instrument: Instrument, start: pd.Timestamp, end: pd.Timestamp, interval: pd.Timedelta
+    ) -> pd.DataFrame:
+        stamps = bar_index(instrument.broker, start, end, interval)
+        n = len(stamps)
+        if n == 0:
+            return empty_bars()
+        spec = SPECS.get(instrument.symbol, _DEFAULT_SPEC)
+        rng = _rng(self.seed, instrument, start)
+
+        # Per-bar σ from annual vol on calendar time, so a 24/5 market's bar is as risky as a 24/7 one's.
+        base_sigma = spec.annual_vol * np.sqrt(interval / _YEAR)
+        regime = _regimes(rng, n)
+        sigma = base_sigma * REGIME_VOL[regime]
+
+        flow = _ar1(rng.standard_normal(n), FLOW_PERSISTENCE)
+        drift = np.zeros(n)
+        drift[1:] = self.signal_strength * DRIFT_PER_UNIT * sigma[1:] * flow[:-1]
+        noise = rng.standard_normal(n)
+        log_ret = drift + sigma * noise
+        log_close = np.log(spec.price) + np.cumsum(log_ret)
+        close = np.exp(log_close)
+        open_ = np.empty(n)
+        open_[0] = spec.price
+        open_[1:] = close[:-1]
+
+        wick = np.abs(rng.standard_normal((2, n))) * sigma * 0.6
+        high = np.maximum(open_, close) * np.exp(wick[0])
+        low = np.minimum(open_, close) * np.exp(-wick[1])
+
+        scale = interval / pd.Timedelta(minutes=5)
+        # Volume rises with |return| (volatility clustering shows in volume, direction does not).
+        activity = np.exp(0.35 * rng.standard_normal(n) + 0.5 * np.abs(noise))
+        volume = np.round(spec.volume * scale * activity, 6)
+        spread = close * spec.spread_bps * 1e-4 * (REGIME_VOL[regime] / REGIME_VOL[0]) * np.exp(
+            0.2 * rng.standard_normal(n)
+        )
+
+        frame = pd.DataFrame(
+            {
+                "timestamp": stamps,
+                "broker": instrument.broker,
+                "symbol": instrument.symbol,
+                "open": open_,
+                "high": high,
+                "low": low,
+                "close": close,
+                "volume": volume,
+                "spread": spread,
+            }
+        )
+        return conform(frame)
