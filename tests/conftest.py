@@ -85,7 +85,9 @@ def make_project(dest: Path, with_dvc: bool = True) -> Project:
         if (REPO / name).exists():
             shutil.copy2(REPO / name, dest / name)
     for folder in ("stages", "src"):
-        shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(
+            REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
     (dest / "data" / "external").mkdir(parents=True, exist_ok=True)
     (dest / "data" / "external" / ".gitkeep").touch()
     project = Project(dest)

@@ -6,12 +6,39 @@ simulator, the completeness checks, the freshness check and the Sharpe annualisa
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
+from exchange_calendars.exchange_calendar import ExchangeCalendar
+
+FX_CALENDAR = "FX24/5"
+
+
+class FXCalendar(ExchangeCalendar):
+    """Spot FX: the week opens Sunday 17:00 New York and closes Friday 17:00 New York (DST-aware).
+
+    exchange_calendars' own "24/5" runs Monday to Friday midnight UTC, which calls real Sunday-evening
+    bars out-of-session and Friday's last hours missing; this matches what FX brokers print.
+    """
+
+    name = FX_CALENDAR
+    tz = ZoneInfo("America/New_York")
+    open_times = ((None, datetime.time(17)),)
+    close_times = ((None, datetime.time(17)),)
+    weekmask = "1111100"
+
+    @property
+    def open_offset(self) -> int:
+        return -1
+
+
+if FX_CALENDAR not in xcals.get_calendar_names():
+    xcals.register_calendar_type(FX_CALENDAR, FXCalendar)
 
 
 @dataclass(frozen=True)
@@ -23,7 +50,7 @@ class BrokerProfile:
 
 BROKER_PROFILES: dict[str, BrokerProfile] = {
     "binance": BrokerProfile(calendar="24/7", asset_class="crypto", trading_days_per_year=365),
-    "oanda": BrokerProfile(calendar="24/5", asset_class="fx", trading_days_per_year=260),
+    "oanda": BrokerProfile(calendar=FX_CALENDAR, asset_class="fx", trading_days_per_year=260),
     "ibkr": BrokerProfile(calendar="XNYS", asset_class="equity", trading_days_per_year=252),
 }
 
@@ -48,7 +75,9 @@ def schedule(broker: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFram
     return sched.loc[mask, ["open", "close"]]
 
 
-def bar_index(broker: str, start: pd.Timestamp, end: pd.Timestamp, interval: pd.Timedelta) -> pd.DatetimeIndex:
+def bar_index(
+    broker: str, start: pd.Timestamp, end: pd.Timestamp, interval: pd.Timedelta
+) -> pd.DatetimeIndex:
     """Open times of every bar the market should print in [start, end), vectorised over sessions."""
     sched = schedule(broker, start, end)
     if sched.empty:
@@ -64,7 +93,9 @@ def bar_index(broker: str, start: pd.Timestamp, end: pd.Timestamp, interval: pd.
     return idx[(idx >= start) & (idx < end)]
 
 
-def expected_bars_per_session(broker: str, start: pd.Timestamp, end: pd.Timestamp, interval: pd.Timedelta) -> pd.Series:
+def expected_bars_per_session(
+    broker: str, start: pd.Timestamp, end: pd.Timestamp, interval: pd.Timedelta
+) -> pd.Series:
     """Expected bar count per session date (UTC date of the session label), for completeness checks."""
     idx = bar_index(broker, start, end, interval)
     sched = schedule(broker, start, end)

@@ -83,7 +83,9 @@ class DataParams(_Strict):
         try:
             delta = pd.Timedelta(pd.tseries.frequencies.to_offset(value))
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"data.interval {value!r} is not a pandas offset alias such as 1min or 1h") from exc
+            raise ValueError(
+                f"data.interval {value!r} is not a pandas offset alias such as 1min or 1h"
+            ) from exc
         if delta <= pd.Timedelta(0) or delta > pd.Timedelta(days=1):
             raise ValueError(f"data.interval {value!r} must be between 1s and 1 day")
         return value

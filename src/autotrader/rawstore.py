@@ -36,7 +36,9 @@ def write_partitions(root: Path, frame: pd.DataFrame, broker: str, symbol: str) 
         return 0
     count = 0
     for date, part in frame.groupby(_dates(frame), sort=True):
-        write_parquet(partition_dir(root, broker, symbol, str(date)) / PARTITION_FILE, part.reset_index(drop=True))
+        write_parquet(
+            partition_dir(root, broker, symbol, str(date)) / PARTITION_FILE, part.reset_index(drop=True)
+        )
         count += 1
     return count
 
@@ -66,7 +68,9 @@ def partition_files(root: str | Path, broker: str, symbol: str) -> list[Path]:
     return sorted(base.glob(f"date=*/{PARTITION_FILE}"))
 
 
-def read_instrument(root: str | Path, broker: str, symbol: str, dates: Iterable[str] | None = None) -> pd.DataFrame:
+def read_instrument(
+    root: str | Path, broker: str, symbol: str, dates: Iterable[str] | None = None
+) -> pd.DataFrame:
     """One instrument's bars in partition order, rows as written (no sorting or dedup)."""
     files = partition_files(root, broker, symbol)
     if dates is not None:

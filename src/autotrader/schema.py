@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-BAR_COLUMNS: tuple[str, ...] = ("timestamp", "broker", "symbol", "open", "high", "low", "close", "volume", "spread")
+BAR_COLUMNS: tuple[str, ...] = (
+    "timestamp",
+    "broker",
+    "symbol",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "spread",
+)
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 NUMERIC_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume", "spread")
 TIMESTAMP_DTYPE = "datetime64[ns, UTC]"

@@ -120,8 +120,12 @@ class SimulatedMarket:
         # Volume rises with |return| (volatility clustering shows in volume, direction does not).
         activity = np.exp(0.35 * rng.standard_normal(n) + 0.5 * np.abs(noise))
         volume = np.round(spec.volume * scale * activity, 6)
-        spread = close * spec.spread_bps * 1e-4 * (REGIME_VOL[regime] / REGIME_VOL[0]) * np.exp(
-            0.2 * rng.standard_normal(n)
+        spread = (
+            close
+            * spec.spread_bps
+            * 1e-4
+            * (REGIME_VOL[regime] / REGIME_VOL[0])
+            * np.exp(0.2 * rng.standard_normal(n))
         )
 
         frame = pd.DataFrame(
