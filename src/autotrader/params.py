@@ -107,7 +107,8 @@ class DataParams(_Strict):
 
     def active_instruments(self) -> tuple[Instrument, ...]:
         if self.source == "files":
-            return tuple(Instrument(broker=f.broker, symbol=f.symbol) for f in self.files)
+            # several files (e.g. monthly dumps) may feed one instrument: list it once, in params order
+            return tuple(dict.fromkeys(Instrument(broker=f.broker, symbol=f.symbol) for f in self.files))
         return self.instruments
 
 
