@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 SCHEMA_DIR ?= ../shared/schemas
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
+# Some machines set PYTHONDONTWRITEBYTECODE; the venv is byte-compiled at install so every stage process
+# (mlflow, evidently and great_expectations take seconds to import from source) starts fast anyway.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test install lint fmt bench schemas lock clean promote-staging mlflow-ui
 
@@ -18,7 +21,7 @@ $(BIN)/python:
 
 # Install exactly what requirements.lock pins (what CI tested), then the project itself without deps.
 $(STAMP): $(BIN)/python requirements.lock pyproject.toml
-	$(BIN)/uv pip sync --python $(BIN)/python --quiet requirements.lock
+	$(BIN)/uv pip sync --python $(BIN)/python --quiet --compile-bytecode requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -46,3 +46,12 @@ def test_parquet_rewrite_is_byte_identical(tmp_path: Path) -> None:
     write_parquet(tmp_path / "a.parquet", frame)
     write_parquet(tmp_path / "b.parquet", frame)
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+
+    write_json(tmp_path / "x.json", {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~mask
