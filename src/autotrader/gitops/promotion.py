@@ -1,0 +1,256 @@
+"""GitOps promotion and rollback: move a model version by editing one pin file in git.
+
+A promotion edits ONLY ``rollouts/overlays/<env>/model.env``, renders the overlay with kustomize and
+checks it (upstream schemas, pod security, references). Any failure puts the file back byte for byte.
+With ``commit=True`` the change becomes a commit touching that file alone; Argo CD then syncs it and
+Argo Rollouts rolls it out. Rollback pins the previous version found in the pin file's git history by
+a NEW commit (history is never rewritten) and moves the registry alias back.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autotrader import registry
+from autotrader.atomic import write_bytes
+from autotrader.errors import DeployError, PromotionRefused
+from autotrader.gitops import git as gitops_git
+from autotrader.gitops.kustomize import overlay_dir, render
+from autotrader.gitops.pins import Pin, make_pin, parse_pin, pin_path, read_pin
+from autotrader.gitops.policy import pod_security_violations, reference_violations
+from autotrader.gitops.schemas import find_schema_dir, validate_objects
+from autotrader.params import Params
+
+INTEGRATION_TAG = "integration_passed"
+PREVIOUS_TAG = "previous_production_version"
+ENV_ALIAS = {"staging": registry.STAGING, "production": registry.CHAMPION}
+
+
+@dataclass(frozen=True)
+class PinChange:
+    """What a promotion or rollback did."""
+
+    env: str
+    action: str  # promote | rollback
+    version: str
+    previous: str | None
+    path: Path
+    changed: bool
+    commit: str | None = None
+    alias_moved: str | None = None  # "champion: 7 → 6" when a rollback moved an alias
+
+    def summary(self) -> str:
+        if not self.changed:
+            return f"{self.env}: already pinned to version {self.version}; nothing to do"
+        was = f" (was {self.previous})" if self.previous else ""
+        where = f", commit {self.commit[:10]}" if self.commit else " (not committed)"
+        alias = f"; alias {self.alias_moved}" if self.alias_moved else ""
+        return f"{self.env}: {self.action} to version {self.version}{was} in {self.path}{where}{alias}"
+
+
+def check_overlay(directory: str | os.PathLike[str], schema_dir: str | os.PathLike[str] | None = None) -> int:
+    """Render an overlay and check it: schemas, pod security, references. Returns the object count."""
+    directory = Path(directory)
+    objects = render(directory)
+    folder = schema_dir if schema_dir is not None else find_schema_dir(directory.parents[2])
+    problems = [str(p) for p in validate_objects(objects, folder)]
+    problems += pod_security_violations(objects)
+    problems += reference_violations(objects)
+    if problems:
+        listed = "\n  ".join(problems)
+        raise DeployError(f"{directory}: {len(problems)} problem(s) in the rendered manifests:\n  {listed}")
+    return len(objects)
+
+
+def _write_checked(path: Path, pin: Pin, schema_dir: str | os.PathLike[str] | None) -> None:
+    """Write ``pin`` and check the overlay; on any failure the file gets its exact old bytes back."""
+    original = path.read_bytes()
+    try:
+        write_bytes(path, pin.text().encode())
+        check_overlay(path.parent, schema_dir)
+    except BaseException:
+        write_bytes(path, original)
+        raise
+
+
+def _describe_version(name: str, version: str, client: Any) -> list[str]:
+    """Message lines with the version's registry tags (gate results, integration) and run metrics."""
+    mv = registry.get_version(name, version, client=client)
+    lines = []
+    tags = dict(mv.tags or {})
+    if tags:
+        lines.append("registry tags (gates, integration):")
+        lines += [f"  {key} = {tags[key]}" for key in sorted(tags)]
+    if mv.run_id:
+        try:
+            metrics = client.get_run(mv.run_id).data.metrics
+        except Exception as exc:  # a missing run must not block the commit message
+            lines.append(f"metrics: unavailable ({type(exc).__name__})")
+        else:
+            if metrics:
+                lines.append(f"metrics (run {mv.run_id}):")
+                lines += [f"  {key} = {metrics[key]:.6g}" for key in sorted(metrics)]
+    return lines
+
+
+def _message(action: str, env: str, pin: Pin, previous: str | None, body: list[str]) -> str:
+    head = f"{action}({env}): {pin.name} version {pin.version}"
+    if previous:
+        head += f" (was {previous})"
+    trailers = [
+        f"{gitops_git.TRAILER_ACTION}: {action}",
+        f"{gitops_git.TRAILER_VERSION}: {pin.version}",
+    ]
+    if previous:
+        trailers.append(f"{gitops_git.TRAILER_PREVIOUS}: {previous}")
+    parts = [head, f"pin: {pin.uri}", *(["\n".join(body)] if body else []), "\n".join(trailers)]
+    return "\n\n".join(parts) + "\n"
+
+
+def _default_version(params: Params, env: str, repo: Path, client: Any) -> str:
+    name = params.mlflow.model_name
+    if env == "staging":
+        found = registry.version_for_alias(name, registry.STAGING, client=client)
+        if found is None:
+            raise PromotionRefused(
+                f"{name}: no version carries the alias '{registry.STAGING}' (run the pipeline's promote stage "
+                "or pass --version)"
+            )
+        return found
+    # Production takes what staging runs: the version its integration tests were run against.
+    return read_pin(pin_path("staging", repo)).version
+
+
+def promote_to_env(
+    params: Params,
+    env: str,
+    version: str | int | None = None,
+    commit: bool = False,
+    repo: str | os.PathLike[str] = Path("."),
+    schema_dir: str | os.PathLike[str] | None = None,
+) -> PinChange:
+    """Pin ``version`` in ``env``'s overlay (checked, restored on failure), optionally as a git commit.
+
+    staging: ``version`` defaults to the registry alias ``staging``. production: defaults to the version
+    pinned in staging, and is refused (PromotionRefused) unless the version carries
+    ``integration_passed=true`` (set by ``autotrader deploy integration --record``).
+    """
+    repo = Path(repo)
+    path = pin_path(env, repo)
+    if not overlay_dir(env, repo).is_dir():
+        raise DeployError(f"{overlay_dir(env, repo)}: overlay not found (run from the repository root)")
+    current = read_pin(path)
+    client = registry.connect(params)
+    name = params.mlflow.model_name
+    chosen = str(version) if version is not None else _default_version(params, env, repo, client)
+    pin = make_pin(name, chosen)
+    mv = registry.get_version(name, pin.version, client=client)
+    tags = dict(mv.tags or {})
+    if env == "production" and tags.get(INTEGRATION_TAG) != "true":
+        raise PromotionRefused(
+            f"{name} version {pin.version}: production needs registry tag {INTEGRATION_TAG}=true "
+            f"(has {INTEGRATION_TAG}={tags.get(INTEGRATION_TAG)!r}); run `autotrader deploy integration --record` "
+            "against staging first"
+        )
+    previous = current.version if current.name == name else None
+    if current == pin:
+        return PinChange(env, "promote", pin.version, previous, path, changed=False)
+    original = path.read_bytes()
+    _write_checked(path, pin, schema_dir)
+    sha = None
+    if commit:
+        try:
+            body = _describe_version(name, pin.version, client)
+            sha = gitops_git.commit_file(path, _message("promote", env, pin, previous, body))
+        except BaseException:
+            write_bytes(path, original)
+            raise
+    if env == "production" and previous:
+        # Rollback reads git history; the tag lets a person see the same thing in the registry UI.
+        registry.set_version_tags(name, pin.version, {PREVIOUS_TAG: previous}, client=client)
+    return PinChange(env, "promote", pin.version, previous, path, changed=True, commit=sha)
+
+
+def pin_stack(path: Path) -> list[str]:
+    """The versions deployed through the pin's git history, replayed: promotions push, rollbacks pop.
+
+    The last element is the committed current version; the one before it is what a rollback restores.
+    """
+    stack: list[str] = []
+    for rev in gitops_git.file_history(path):
+        try:
+            version = parse_pin(rev.text, f"{path}@{rev.commit[:10]}").version
+        except DeployError:
+            continue  # a broken historical pin is skipped, never restored
+        if rev.trailers.get(gitops_git.TRAILER_ACTION) == "rollback":
+            while stack and stack[-1] != version:
+                stack.pop()
+            if not stack:
+                stack.append(version)
+        elif not stack or stack[-1] != version:
+            stack.append(version)
+    return stack
+
+
+def rollback_env(
+    params: Params,
+    env: str,
+    commit: bool = True,
+    repo: str | os.PathLike[str] = Path("."),
+    schema_dir: str | os.PathLike[str] | None = None,
+) -> PinChange:
+    """Pin the previously deployed version of ``env`` again (a new commit) and move its alias back.
+
+    The previous version comes from the pin file's git history. The alias of the environment
+    (``staging``, or ``champion`` for production) is moved back only if it points at the version
+    being rolled back (a production canary that was never finalized left ``champion`` alone).
+    """
+    repo = Path(repo)
+    path = pin_path(env, repo)
+    current = read_pin(path)
+    stack = pin_stack(path)
+    if stack and stack[-1] != current.version:
+        stack.append(current.version)  # an uncommitted promotion is what is being rolled back
+    if len(stack) < 2:
+        raise PromotionRefused(
+            f"{path}: no previous version in its git history (versions seen: {stack or 'none'}); nothing to roll back to"
+        )
+    target = make_pin(current.name, stack[-2])
+    client = registry.connect(params)
+    registry.get_version(current.name, target.version, client=client)  # it must still exist
+    original = path.read_bytes()
+    _write_checked(path, target, schema_dir)
+    sha = None
+    if commit:
+        try:
+            body = [f"rolled back from version {current.version}"]
+            body += _describe_version(current.name, target.version, client)
+            sha = gitops_git.commit_file(path, _message("rollback", env, target, current.version, body))
+        except BaseException:
+            write_bytes(path, original)
+            raise
+    alias = ENV_ALIAS[env]
+    moved = None
+    if registry.version_for_alias(current.name, alias, client=client) == current.version:
+        registry.set_alias(current.name, alias, target.version, client=client)
+        moved = f"{alias}: {current.version} → {target.version}"
+    return PinChange(env, "rollback", target.version, current.version, path, True, sha, moved)
+
+
+def finalize(params: Params, version: str | int, repo: str | os.PathLike[str] = Path(".")) -> str:
+    """After a successful production rollout of ``version``: alias ``champion`` → it. Returns the old champion."""
+    pinned = read_pin(pin_path("production", repo))
+    if pinned.version != str(version):
+        raise PromotionRefused(
+            f"production runs version {pinned.version} (rollouts/overlays/production/model.env), not {version}: "
+            "only the rolled-out version can become champion"
+        )
+    client = registry.connect(params)
+    name = params.mlflow.model_name
+    registry.get_version(name, pinned.version, client=client)
+    old = registry.version_for_alias(name, registry.CHAMPION, client=client)
+    registry.set_alias(name, registry.CHAMPION, pinned.version, client=client)
+    return old or "none"

@@ -1,0 +1,199 @@
+"""The processes a rehearsal runs on loopback: model servers (``autotrader serve``) and Prometheus."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from autotrader.atomic import write_json, write_text
+from autotrader.errors import DeployError
+from autotrader.gitops.analysis import query_prometheus
+
+PROMETHEUS_HINT = "install Prometheus (Debian: apt-get install prometheus)"
+_CLI = "import sys; from autotrader.cli import main; sys.exit(main())"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_prometheus() -> str:
+    """The Prometheus binary; a DeployError that says how to install it when missing."""
+    found = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
+    )
+    if not found:
+        raise DeployError(f"no prometheus binary on PATH: {PROMETHEUS_HINT}")
+    return found
+
+
+def _wait(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[bytes] | None, log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise DeployError(f"{what} exited with {proc.returncode} while starting:\n{tail}")
+        with contextlib.suppress(httpx.HTTPError):
+            if predicate():
+                return
+        time.sleep(0.1)
+    raise DeployError(f"{what} not ready after {timeout:.0f}s (log: {log})")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+class ModelServer:
+    """``autotrader serve`` for one model folder on a free loopback port."""
+
+    def __init__(self, model_dir: str | os.PathLike[str], version: str, log_dir: Path) -> None:
+        self.model_dir = Path(model_dir)
+        self.version = str(version)
+        self.port = free_port()
+        self.log = log_dir / f"server-v{self.version}-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ModelServer:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.pop("MLFLOW_TRACKING_URI", None)
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _CLI,
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--model-uri",
+                    str(self.model_dir),
+                    "--model-version",
+                    self.version,
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 180.0) -> ModelServer:
+        import httpx
+
+        _wait(
+            lambda: httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200,
+            timeout,
+            f"model server v{self.version}",
+            self.proc,
+            self.log,
+        )
+        return self
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class PrometheusServer:
+    """A real Prometheus on loopback, scraping every second the targets written to a file_sd file."""
+
+    def __init__(self, workdir: Path, scrape_interval_s: float = 1.0) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.scrape_interval_s = scrape_interval_s
+        self.log = workdir / "prometheus.log"
+        self.targets_file = workdir / "targets.json"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._targets: dict[str, dict[str, str]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> PrometheusServer:
+        binary = find_prometheus()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        interval = f"{round(self.scrape_interval_s * 1000)}ms"
+        config = {
+            "global": {
+                "scrape_interval": interval,
+                "scrape_timeout": interval,
+                "evaluation_interval": interval,
+            },
+            "scrape_configs": [
+                {
+                    "job_name": "autotrader-serving",
+                    "metrics_path": "/metrics",
+                    "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}],
+                }
+            ],
+        }
+        write_text(self.workdir / "prometheus.yml", json.dumps(config, indent=2))
+        write_json(self.targets_file, [])
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={self.workdir / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={self.workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--storage.tsdb.retention.time=1d",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        import httpx
+
+        _wait(
+            lambda: httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200,
+            60,
+            "prometheus",
+            self.proc,
+            self.log,
+        )
+        return self
+
+    def add_target(self, address: str, labels: dict[str, str]) -> None:
+        self._targets[address] = labels
+        write_json(self.targets_file, [{"targets": [a], "labels": lbl} for a, lbl in self._targets.items()])
+
+    def wait_scraped(self, selector: str, timeout: float = 30.0) -> None:
+        """Until ``up{selector} == 1`` has been scraped at least twice (rate() needs two samples)."""
+        _wait(
+            lambda: bool(query_prometheus(self.url, f"count_over_time(up{{{selector}}}[1m]) >= 2")),
+            timeout,
+            f"scrape of {selector}",
+            self.proc,
+            self.log,
+        )
+
+    def stop(self) -> None:
+        _stop(self.proc)

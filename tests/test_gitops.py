@@ -1,0 +1,241 @@
+"""GitOps promotion and rollback on a temporary git repo holding a copy of rollouts/, with a real
+sqlite MLflow registry holding a registered sklearn model (versions 1, 2, 3)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from autotrader import registry
+from autotrader.cli import main as cli_main
+from autotrader.errors import DeployError, PromotionRefused, RegistryError
+from autotrader.gitops import check_overlay, finalize, promote_to_env, rollback_env
+from autotrader.gitops.git import changed_files, file_history, git
+from autotrader.gitops.pins import pin_path, read_pin
+from autotrader.gitops.promotion import PREVIOUS_TAG, pin_stack
+from autotrader.gitops.schemas import SCHEMA_DIR_ENV, find_schema_dir
+from autotrader.params import Params
+
+REPO = Path(__file__).resolve().parents[1]
+NAME = "autotrader-signal"
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) is not installed"),
+    pytest.mark.xdist_group("gitops"),
+]
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory) -> Path:
+    """A sqlite registry with three versions of a tiny sklearn model, version 2 tagged by the gates."""
+    import mlflow
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    params = Params.model_validate(
+        {"mlflow": {"tracking_uri": uri, "artifact_location": str(root / "artifacts")}}
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        client = registry.connect(params)
+        experiment = registry.ensure_experiment(params, client)
+        X = np.array([[0.0], [1.0], [2.0], [3.0]])
+        model = LogisticRegression().fit(X, [0, 0, 1, 1])
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.log_metric("sharpe", 2.1)
+            mlflow.log_metric("max_drawdown", 0.05)
+            info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
+        for _ in range(3):
+            registry.register_model(info.model_uri, NAME, run_id=run.info.run_id, model_id=info.model_id)
+        registry.set_version_tags(NAME, 2, {"gates_passed": "true", "gate_min_sharpe": "pass"}, client=client)
+    return root
+
+
+@pytest.fixture
+def params(mlflow_store, monkeypatch) -> Params:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv(SCHEMA_DIR_ENV, str(find_schema_dir(REPO)))
+    return Params.model_validate(
+        {"mlflow": {"tracking_uri": f"sqlite:///{mlflow_store / 'mlflow.db'}", "model_name": NAME}}
+    )
+
+
+@pytest.fixture
+def repo(tmp_path, params) -> Path:
+    """A git repo with rollouts/ (both overlays pinned to version 1) committed; aliases reset."""
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "rollouts", root / "rollouts")
+    (root / "README.md").write_text("delivery test repo\n")
+    git(root.parent, "init", "-q", str(root))
+    git(root, "config", "user.email", "test@autotrader.invalid")
+    git(root, "config", "user.name", "autotrader-test")
+    for env in ("staging", "production"):
+        pin_path(env, root).write_text(f"MODEL_URI=models:/{NAME}/1\nMODEL_VERSION=1\n")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "initial delivery manifests")
+    client = registry.connect(params)
+    for alias in (registry.STAGING, registry.CHAMPION):
+        if registry.version_for_alias(NAME, alias, client=client):
+            registry.delete_alias(NAME, alias, client=client)
+    registry.set_version_tags(NAME, 2, {"integration_passed": "false"}, client=client)
+    registry.set_version_tags(NAME, 3, {"integration_passed": "false"}, client=client)
+    return root
+
+
+def head(root: Path) -> str:
+    return git(root, "rev-parse", "HEAD").strip()
+
+
+def test_promote_staging_changes_exactly_the_pin_in_one_commit(repo, params) -> None:
+    registry.set_alias(NAME, registry.STAGING, 2)
+    before = head(repo)
+    change = promote_to_env(params, "staging", commit=True, repo=repo)
+    assert (change.version, change.previous, change.changed) == ("2", "1", True)
+    assert changed_files(repo, change.commit) == ["rollouts/overlays/staging/model.env"]
+    assert git(repo, "rev-parse", f"{change.commit}^").strip() == before
+    assert git(repo, "status", "--porcelain").strip() == ""
+    assert read_pin(pin_path("staging", repo)).uri == f"models:/{NAME}/2"
+    assert check_overlay(repo / "rollouts" / "overlays" / "staging") > 0
+    message = git(repo, "show", "-s", "--format=%B", change.commit)
+    assert f"promote(staging): {NAME} version 2 (was 1)" in message
+    assert "gate_min_sharpe = pass" in message and "sharpe = 2.1" in message
+    assert "Autotrader-Model-Version: 2" in message
+
+
+def test_promote_without_commit_leaves_the_change_in_the_worktree(repo, params) -> None:
+    change = promote_to_env(params, "staging", version=3, commit=False, repo=repo)
+    assert change.commit is None
+    assert git(repo, "status", "--porcelain").split() == ["M", "rollouts/overlays/staging/model.env"]
+    again = promote_to_env(params, "staging", version=3, repo=repo)
+    assert not again.changed and "nothing to do" in again.summary()
+
+
+def test_production_is_refused_without_integration_passed(repo, params) -> None:
+    pin = pin_path("production", repo)
+    before_bytes, before_head = pin.read_bytes(), head(repo)
+    snapshot = registry.snapshot(NAME)
+    with pytest.raises(PromotionRefused, match="integration_passed=true"):
+        promote_to_env(params, "production", version=2, commit=True, repo=repo)
+    assert pin.read_bytes() == before_bytes and head(repo) == before_head
+    assert registry.snapshot(NAME) == snapshot
+
+
+def test_production_promotion_records_the_previous_version_and_rollback_restores_it(repo, params) -> None:
+    registry.set_version_tags(NAME, 2, {"integration_passed": "true", "integration_pass_rate": "1.0"})
+    first = head(repo)
+    change = promote_to_env(params, "production", version=2, commit=True, repo=repo)
+    assert changed_files(repo, change.commit) == ["rollouts/overlays/production/model.env"]
+    message = git(repo, "show", "-s", "--format=%B", change.commit)
+    assert "Autotrader-Previous-Version: 1" in message and "integration_pass_rate = 1.0" in message
+    assert registry.get_version(NAME, 2).tags[PREVIOUS_TAG] == "1"
+    assert finalize(params, 2, repo=repo) == "none"
+    assert registry.version_for_alias(NAME, registry.CHAMPION) == "2"
+
+    back = rollback_env(params, "production", commit=True, repo=repo)
+    assert (back.version, back.previous) == ("1", "2")
+    assert read_pin(pin_path("production", repo)).version == "1"
+    assert changed_files(repo, back.commit) == ["rollouts/overlays/production/model.env"]
+    # history is appended to, never rewritten
+    log = git(repo, "log", "--format=%H").split()
+    assert log[:3] == [back.commit, change.commit, first]
+    assert registry.version_for_alias(NAME, registry.CHAMPION) == "1"
+    assert back.alias_moved == "champion: 2 → 1"
+    assert check_overlay(repo / "rollouts" / "overlays" / "production") > 0
+
+
+def test_production_defaults_to_the_version_staging_runs(repo, params) -> None:
+    registry.set_version_tags(NAME, 3, {"integration_passed": "true"})
+    promote_to_env(params, "staging", version=3, commit=True, repo=repo)
+    change = promote_to_env(params, "production", commit=True, repo=repo)
+    assert (change.version, change.previous) == ("3", "1")
+
+
+def test_rollback_of_a_canary_never_finalized_leaves_champion_alone(repo, params) -> None:
+    registry.set_version_tags(NAME, 3, {"integration_passed": "true"})
+    registry.set_alias(NAME, registry.CHAMPION, 1)
+    promote_to_env(params, "production", version=3, commit=True, repo=repo)
+    back = rollback_env(params, "production", repo=repo)
+    assert back.version == "1" and back.alias_moved is None
+    assert registry.version_for_alias(NAME, registry.CHAMPION) == "1"
+
+
+def test_rollbacks_walk_back_through_history(repo, params) -> None:
+    for version in (2, 3):
+        promote_to_env(params, "staging", version=version, commit=True, repo=repo)
+    registry.set_alias(NAME, registry.STAGING, 3)
+    pin = pin_path("staging", repo)
+    assert pin_stack(pin) == ["1", "2", "3"]
+    assert rollback_env(params, "staging", repo=repo).version == "2"
+    assert registry.version_for_alias(NAME, registry.STAGING) == "2"
+    assert pin_stack(pin) == ["1", "2"]
+    assert rollback_env(params, "staging", repo=repo).version == "1"
+    with pytest.raises(PromotionRefused, match="no previous version"):
+        rollback_env(params, "staging", repo=repo)
+    assert len(file_history(pin)) == 5  # initial, two promotions, two rollbacks
+
+
+@pytest.mark.parametrize(
+    ("version", "error", "match"),
+    [
+        (42, RegistryError, "version 42"),
+        ("champion", DeployError, "not an immutable version"),
+    ],
+)
+def test_bad_versions_leave_everything_as_it_was(repo, params, version, error, match) -> None:
+    pin = pin_path("staging", repo)
+    before, before_head, snapshot = pin.read_bytes(), head(repo), registry.snapshot(NAME)
+    with pytest.raises(error, match=match):
+        promote_to_env(params, "staging", version=version, commit=True, repo=repo)
+    assert pin.read_bytes() == before and head(repo) == before_head
+    assert registry.snapshot(NAME) == snapshot
+
+
+def test_invalid_render_restores_the_pin_byte_for_byte(repo, params) -> None:
+    rollout = repo / "rollouts" / "base" / "rollout.yaml"
+    rollout.write_text(
+        rollout.read_text().replace("progressDeadlineSeconds: 900", "progressDeadlineSeconds: soon")
+    )
+    pin = pin_path("staging", repo)
+    pin.write_bytes(pin.read_bytes() + b"# pinned by hand\n")
+    before = pin.read_bytes()
+    with pytest.raises(DeployError, match="'soon' is not of type 'integer'"):
+        promote_to_env(params, "staging", version=2, commit=True, repo=repo)
+    assert pin.read_bytes() == before
+
+
+def test_unknown_environment_and_missing_staging_alias_are_clear(repo, params) -> None:
+    with pytest.raises(DeployError, match="unknown environment 'prod'"):
+        promote_to_env(params, "prod", repo=repo)
+    with pytest.raises(PromotionRefused, match="alias 'staging'"):
+        promote_to_env(params, "staging", repo=repo)
+
+
+def test_finalize_refuses_a_version_production_does_not_run(repo, params) -> None:
+    with pytest.raises(PromotionRefused, match="production runs version 1"):
+        finalize(params, 2, repo=repo)
+
+
+def test_cli_rollback_and_finalize(repo, params, tmp_path, capsys) -> None:
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(f"mlflow:\n  tracking_uri: {params.mlflow.tracking_uri}\n  model_name: {NAME}\n")
+    promote_to_env(params, "staging", version=2, commit=True, repo=repo)
+    code = cli_main(["--params", str(params_file), "rollback", "--env", "staging", "--repo", str(repo)])
+    assert code == 0
+    assert read_pin(pin_path("staging", repo)).version == "1"
+    code = cli_main(
+        ["--params", str(params_file), "rollout", "finalize", "--version", "3", "--repo", str(repo)]
+    )
+    assert code == 1  # refused: production runs version 1
+    assert "production runs version 1" in capsys.readouterr().err
+    proc = subprocess.run(
+        [str(Path(shutil.which("git") or "git")), "-C", str(repo), "log", "--oneline"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert proc.stdout.splitlines()[0].split(" ", 1)[1].startswith("rollback(staging)")
