@@ -55,3 +55,25 @@ def test_annualisation_differs_by_asset_class() -> None:
     assert calendars.periods_per_year("binance") == 365
     assert calendars.periods_per_year("oanda") == 260
     assert calendars.periods_per_year("ibkr") == 252
+
+
+def test_fx_is_closed_on_christmas_and_new_year() -> None:
+    idx = calendars.bar_index("oanda", ts("2017-12-24"), ts("2018-01-03"), pd.Timedelta("1h"))
+    sessions = calendars.expected_bars_per_session(
+        "oanda", ts("2017-12-24"), ts("2018-01-03"), pd.Timedelta("1h")
+    )
+    assert (
+        pd.Timestamp("2017-12-25") not in sessions.index and pd.Timestamp("2018-01-01") not in sessions.index
+    )
+    assert not ((idx > ts("2017-12-24 22:00")) & (idx < ts("2017-12-25 22:00"))).any()
+
+
+def test_error_messages_keep_square_brackets(capsys) -> None:
+    from autotrader.console import run_guarded
+    from autotrader.errors import ValidationFailed
+
+    def fail() -> None:
+        raise ValidationFailed("timestamp dtype datetime64[ns, UTC+05:00] is not UTC")
+
+    assert run_guarded(fail) == 1
+    assert "datetime64[ns, UTC+05:00]" in capsys.readouterr().err

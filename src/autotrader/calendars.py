@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
-from exchange_calendars.exchange_calendar import ExchangeCalendar
+from exchange_calendars.exchange_calendar import ExchangeCalendar, HolidayCalendar
+from pandas.tseries.holiday import Holiday
 
 FX_CALENDAR = "FX24/5"
 
@@ -35,6 +36,13 @@ class FXCalendar(ExchangeCalendar):
     @property
     def open_offset(self) -> int:
         return -1
+
+    @property
+    def regular_holidays(self) -> HolidayCalendar:
+        """Christmas and New Year's Day: interbank liquidity is gone and FX brokers print no bars."""
+        return HolidayCalendar(
+            [Holiday("Christmas", month=12, day=25), Holiday("New Year's Day", month=1, day=1)]
+        )
 
 
 if FX_CALENDAR not in xcals.get_calendar_names():

@@ -1,0 +1,236 @@
+"""End to end: a corrupted input file fails the pipeline with a message naming the rule, and the
+feature store stays byte-for-byte as it was.
+
+A clean CSV of ten days of hourly EUR/USD (the simulated market, UTC timestamps) is imported with the
+``files`` source and ``dvc repro features`` builds the feature store once. Each case then corrupts a
+copy of that project's CSV and runs the pipeline again: the 50σ spike through real ``dvc repro
+features``; the others by running ``stages/extract.py`` and ``stages/validate.py`` in-process, which is
+what ``dvc repro`` would run (features only after validate succeeded), minus DVC's start-up cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import runpy
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autotrader.params import Instrument
+from autotrader.sources.sim import SimulatedMarket
+from tests.conftest import Project, make_project
+
+pytestmark = [pytest.mark.xdist_group("corrupt"), pytest.mark.slow]
+
+END = pd.Timestamp("2026-11-20", tz="UTC")
+DAYS = 10
+CSV = Path("data/external/eurusd.csv")
+PARAMS = {
+    "data.source": "files",
+    "data.files": [{"path": str(CSV), "broker": "oanda", "symbol": "EUR_USD", "timezone": None}],
+    "data.interval": "1h",
+    "data.end": "2026-11-20",
+    "data.lookback_days": DAYS,
+}
+
+
+def _bars() -> pd.DataFrame:
+    """The clean file's content: the bar schema's value columns, timestamp first, in UTC."""
+    bars = SimulatedMarket().fetch(
+        Instrument(broker="oanda", symbol="EUR_USD"), END - pd.Timedelta(days=DAYS), END, pd.Timedelta("1h")
+    )
+    return bars.drop(columns=["broker", "symbol"])
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, pd.DataFrame, dict[str, str]]:
+    """The project after one clean ``dvc repro features``, the clean bars, and the store's file hashes."""
+    project = make_project(tmp_path_factory.mktemp("corrupt") / "clean")
+    project.set_params(**PARAMS)
+    bars = _bars()
+    _write_csv(project.root / CSV, bars)
+    project.dvc("repro", "features")
+    assert json.loads((project.root / "metrics" / "validation.json").read_text())["success"] is True
+    hashes = _tree_hashes(project.root / "data" / "features")
+    assert hashes, "the clean run built no feature store"
+    return project, bars, hashes
+
+
+def _clone(clean: Project, project_factory: Callable[..., Project]) -> Project:
+    """A private copy of the clean project (git, DVC lock and cache, raw, features, metrics)."""
+    project = project_factory(with_dvc=False)
+    shutil.copytree(clean.root, project.root, dirs_exist_ok=True, symlinks=True)
+    return project
+
+
+def _run_in_process(project: Project, stage: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """Run ``stages/<stage>.py`` as ``python stages/<stage>.py`` would, in this process."""
+    monkeypatch.chdir(project.root)
+    err = io.StringIO()
+    code = 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
+        try:
+            runpy.run_path(str(project.root / "stages" / f"{stage}.py"), run_name="__main__")
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, err.getvalue()
+
+
+# --- the corruptions: each takes the clean bars and returns the file's new content -----------------
+
+
+def _missing_column(b: pd.DataFrame) -> pd.DataFrame:
+    return b.drop(columns=["close"])
+
+
+def _text_in_close(b: pd.DataFrame) -> pd.DataFrame:
+    b = b.astype({"close": object})
+    b.loc[50, "close"] = "n/a?"
+    return b
+
+
+def _null_prices(b: pd.DataFrame) -> pd.DataFrame:
+    b.loc[[60, 61], ["open", "close"]] = np.nan
+    return b
+
+
+def _duplicate_timestamp(b: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([b.iloc[:71], b.iloc[70:71], b.iloc[71:]], ignore_index=True)
+
+
+def _out_of_order(b: pd.DataFrame) -> pd.DataFrame:
+    order = list(range(len(b)))
+    order[80], order[81] = order[81], order[80]
+    return b.iloc[order]
+
+
+def _high_below_low(b: pd.DataFrame) -> pd.DataFrame:
+    b.loc[90, "high"] = b.loc[90, "low"] * 0.998
+    return b
+
+
+def _negative_volume(b: pd.DataFrame) -> pd.DataFrame:
+    b.loc[100, "volume"] = -10.0
+    return b
+
+
+def _non_positive_price(b: pd.DataFrame) -> pd.DataFrame:
+    b.loc[110, ["open", "high", "low", "close"]] = [0.0, 0.0, -1.0, -1.0]
+    return b
+
+
+def _spike(b: pd.DataFrame) -> pd.DataFrame:
+    """A 50σ bad tick (robust σ of the clean file's log returns), high/low kept consistent."""
+    sigma = 1.4826 * float(np.median(np.abs(np.diff(np.log(b["close"].to_numpy())))))
+    b.loc[120, "close"] *= np.exp(50 * sigma)
+    b.loc[120, "high"] = max(b.loc[120, "high"], b.loc[120, "close"])
+    return b
+
+
+def _half_day_missing(b: pd.DataFrame) -> pd.DataFrame:
+    """Every other bar of the FX session labelled 2026-11-18 (Nov 17 22:00 → Nov 18 22:00 UTC)."""
+    ts = b["timestamp"]
+    session = (ts >= pd.Timestamp("2026-11-17 22:00", tz="UTC")) & (
+        ts < pd.Timestamp("2026-11-18 22:00", tz="UTC")
+    )
+    return b.loc[~session | (ts.dt.hour % 2 == 0)]
+
+
+def _naive_timestamps(b: pd.DataFrame) -> pd.DataFrame:
+    return b.assign(timestamp=b["timestamp"].dt.tz_localize(None))
+
+
+def _plus_five_hours(b: pd.DataFrame) -> pd.DataFrame:
+    return b.assign(timestamp=b["timestamp"].dt.tz_convert("+05:00"))
+
+
+EMPTY = None  # the file is written empty (zero bytes)
+
+# (case id, corruption, the stage that must refuse it, words the message must contain)
+CASES: list[tuple[str, Callable[[pd.DataFrame], pd.DataFrame] | None, str, tuple[str, ...]]] = [
+    ("missing_column", _missing_column, "validate", ("schema rule columns", "missing column(s) 'close'")),
+    ("wrong_dtype", _text_in_close, "validate", ("schema rule numeric_close", "not numbers", "'n/a?'")),
+    ("null_prices", _null_prices, "validate", ("rule not_null_close", "2 null value(s) in close")),
+    ("duplicate_timestamp", _duplicate_timestamp, "validate", ("rule unique_timestamps", "duplicate")),
+    ("out_of_order", _out_of_order, "validate", ("rule increasing_timestamps", "out-of-order")),
+    ("high_below_low", _high_below_low, "validate", ("rule high_ge_low", "high ≥ low")),
+    ("negative_volume", _negative_volume, "validate", ("rule non_negative_volume", "negative volume")),
+    ("non_positive_price", _non_positive_price, "validate", ("rule positive_close", "must be positive")),
+    ("spike_50_sigma", _spike, "dvc", ("rule return_spike", "return spike(s) beyond 25 robust σ")),
+    ("half_day_missing", _half_day_missing, "validate", ("rule session_coverage", "2026-11-18: 12/24 bars")),
+    ("empty_file", EMPTY, "extract", ("eurusd.csv", "the file is empty")),
+    (
+        "naive_timestamp",
+        _naive_timestamps,
+        "validate",
+        ("rule timestamp_utc", "naive", "data.files[].timezone"),
+    ),
+    (
+        "non_utc_timestamp",
+        _plus_five_hours,
+        "validate",
+        ("rule timestamp_utc", "UTC+05:00", "data.files[].timezone"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "corrupt", "refused_by", "words"), CASES, ids=[c[0] for c in CASES])
+def test_corrupt_file_is_refused_and_the_store_is_untouched(
+    clean: tuple[Project, pd.DataFrame, dict[str, str]],
+    project_factory: Callable[..., Project],
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    corrupt: Callable[[pd.DataFrame], pd.DataFrame] | None,
+    refused_by: str,
+    words: tuple[str, ...],
+) -> None:
+    clean_project, bars, store_hashes = clean
+    project = _clone(clean_project, project_factory)
+    if corrupt is None:
+        (project.root / CSV).write_bytes(b"")
+    else:
+        _write_csv(project.root / CSV, corrupt(bars.copy()))
+    raw_before = _tree_hashes(project.root / "data" / "raw")
+
+    if refused_by == "dvc":
+        proc = project.dvc("repro", "features", check=False)
+        code, output = proc.returncode, proc.stdout + proc.stderr
+        assert "ERROR: failed to reproduce 'validate'" in output
+    else:
+        code, output = _run_in_process(project, "extract", monkeypatch)
+        if refused_by == "validate":
+            assert code == 0, output
+            code, output = _run_in_process(project, "validate", monkeypatch)
+
+    flat = " ".join(output.split())
+    assert code != 0, flat
+    for word in words:
+        assert word in flat, f"{word!r} not in: {flat}"
+    assert "Traceback" not in output
+    assert _tree_hashes(project.root / "data" / "features") == store_hashes
+    if refused_by == "extract":  # the old raw bars are kept as they were
+        assert _tree_hashes(project.root / "data" / "raw") == raw_before
+    else:  # the evidence is written and says so, which also stops the features stage
+        verdict = json.loads((project.root / "metrics" / "validation.json").read_text())
+        assert verdict["success"] is False
+        assert verdict["instruments"]["oanda/EUR_USD"]["success"] is False
