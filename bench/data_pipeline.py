@@ -1,0 +1,492 @@
+"""Data-pipeline benchmark: ~1M one-minute bars through extract → validate → features, stage by stage.
+
+Each stage runs as its own process (``python stages/<name>.py``) in a temporary copy of the project,
+started from a fresh measuring wrapper so that ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` is that
+stage's own peak RSS. Wall time and peak RSS are the median of ``--runs`` runs (default 3).
+
+It also measures appending one new day to a 90-day feature store:
+
+* store append: the 90-day store exists, one more day of raw arrives, ``stages/features.py`` runs
+  (incremental) — against processing that day alone from an empty store, and against appending to a
+  30-day store (the cost must not grow with history);
+* pipeline append: ``data.end`` moves on by one day and extract → validate → features run again —
+  against running the pipeline on that one day alone.
+
+Results: a rich table on the terminal and ``bench/results/data_pipeline.json``.
+
+    .venv/bin/python bench/data_pipeline.py            # the full benchmark (a few minutes)
+    .venv/bin/python bench/data_pipeline.py --quick    # ~100k bars, 1 run: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+RESULTS = REPO / "bench" / "results" / "data_pipeline.json"
+PIPELINE = ("extract", "validate", "features")
+TARGET_WALL_S = 30.0
+TARGET_RSS_MB = 1024.0
+APPEND_RATIO_MAX = 2.0
+
+console = Console()
+
+# Runs one command, then reports its wall time and the peak RSS of the largest child it waited for.
+_MEASURE = r"""
+import json, resource, subprocess, sys, time
+log = open(sys.argv[1], "w")
+t0 = time.perf_counter()
+rc = subprocess.run(sys.argv[2:], stdout=log, stderr=subprocess.STDOUT).returncode
+wall = time.perf_counter() - t0
+peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"rc": rc, "wall_s": wall, "peak_rss_mb": peak_kb / 1024.0}))
+"""
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def default_params() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def count_bars(instruments: list[dict[str, str]], end: pd.Timestamp, days: int, interval: str) -> int:
+    from autotrader.calendars import bar_index
+
+    start = end - pd.Timedelta(days=days)
+    return sum(len(bar_index(i["broker"], start, end, pd.Timedelta(interval))) for i in instruments)
+
+
+def choose_days(instruments: list[dict[str, str]], end: pd.Timestamp, interval: str, target: int) -> int:
+    """Fewest whole days of the window that give at least ``target`` bars for this instrument mix."""
+    per_week = count_bars(instruments, end, 7, interval)
+    days = max(1, int(target / per_week * 7) - 3)
+    while count_bars(instruments, end, days, interval) < target:
+        days += 1
+    return days
+
+
+def make_project(dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy2(REPO / name, dest / name)
+    for folder in ("stages", "src"):
+        shutil.copytree(
+            REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+    (dest / "data" / "external").mkdir(parents=True)
+    return dest
+
+
+def set_params(project: Path, **overrides: Any) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    out["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{out.get('PATH', '')}"
+    out.pop("MLFLOW_TRACKING_URI", None)
+    return out
+
+
+def run_stage(project: Path, stage: str, logs: Path) -> dict[str, Any]:
+    """One stage in its own process, measured by a fresh wrapper; its output goes to a log file."""
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{stage}-{time.monotonic_ns()}.log"
+    proc = subprocess.run(
+        [PYTHON, "-c", _MEASURE, str(log), PYTHON, f"stages/{stage}.py"],
+        cwd=project,
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["log"] = str(log)
+    return result
+
+
+def features_seconds(project: Path) -> float | None:
+    """The store's own time (metrics/features.json), without interpreter start-up and imports."""
+    path = project / "metrics" / "features.json"
+    return json.loads(path.read_text()).get("seconds") if path.is_file() else None
+
+
+def write_verdict(project: Path, note: str) -> None:
+    path = project / "metrics" / "validation.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"success": True, "note": note}))
+
+
+def clean_outputs(project: Path) -> None:
+    for rel in ("data/raw", "data/features", "metrics", "reports"):
+        shutil.rmtree(project / rel, ignore_errors=True)
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def run_pipeline(project: Path, logs: Path, stages: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """extract → validate → features once; a missing or failing validate is recorded, not hidden."""
+    out: dict[str, dict[str, Any]] = {}
+    for stage in stages:
+        if stage == "validate" and not (project / "stages" / "validate.py").is_file():
+            write_verdict(project, "bench: stages/validate.py does not exist yet; features ran without it")
+            out[stage] = {"rc": None, "wall_s": None, "peak_rss_mb": None, "note": "stage missing"}
+            continue
+        result = run_stage(project, stage, logs)
+        out[stage] = result
+        if result["rc"] != 0:
+            if stage == "validate":
+                write_verdict(project, f"bench: validate exited {result['rc']}; features measured anyway")
+                result["note"] = "failed; see log"
+                continue
+            raise SystemExit(f"bench: stage {stage} failed (rc {result['rc']}); log: {result['log']}")
+        if stage == "features":
+            metrics = json.loads((project / "metrics" / "features.json").read_text())
+            result.update(
+                store_seconds=metrics["seconds"],
+                mode=metrics["mode"],
+                partitions_written=metrics["partitions_written"],
+                partitions_skipped=metrics["partitions_skipped"],
+            )
+    return out
+
+
+# ----------------------------------------------------------------------------------------- benchmarks
+
+
+def bench_pipeline(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    params = default_params()
+    instruments = params["data"]["instruments"]
+    end = pd.Timestamp(params["data"]["end"], tz="UTC")
+    days = choose_days(instruments, end, args.interval, args.bars)
+    bars = count_bars(instruments, end, days, args.interval)
+    project = make_project(work / "pipeline")
+    set_params(project, **{"data.interval": args.interval, "data.lookback_days": days, "data.source": "sim"})
+    console.print(
+        f"[bold]pipeline[/]: {len(instruments)} instruments × {days} days at {args.interval} = {bars:,} bars, "
+        f"{args.runs} run(s)"
+    )
+    runs = []
+    for i in range(args.runs):
+        clean_outputs(project)
+        result = run_pipeline(project, work / "logs", PIPELINE)
+        total = sum(r["wall_s"] for r in result.values() if r.get("wall_s") is not None)
+        console.print(
+            f"  run {i + 1}: "
+            + ", ".join(
+                f"{s} {r['wall_s']:.1f}s/{r['peak_rss_mb']:.0f}MB"
+                if r.get("wall_s") is not None
+                else f"{s} -"
+                for s, r in result.items()
+            )
+            + f" → {total:.1f}s"
+        )
+        runs.append(result)
+    stages: dict[str, Any] = {}
+    for stage in PIPELINE:
+        walls = [r[stage]["wall_s"] for r in runs if r[stage].get("wall_s") is not None]
+        peaks = [r[stage]["peak_rss_mb"] for r in runs if r[stage].get("peak_rss_mb") is not None]
+        stages[stage] = {
+            "median_wall_s": median(walls),
+            "median_peak_rss_mb": median(peaks),
+            "max_peak_rss_mb": max(peaks) if peaks else None,
+            "runs": [r[stage] for r in runs],
+            "notes": sorted({r[stage].get("note") for r in runs if r[stage].get("note")}),
+        }
+    stages["features"]["median_store_seconds"] = median(
+        [r["features"]["store_seconds"] for r in runs if r["features"].get("store_seconds") is not None]
+    )
+    totals = [sum(r[s]["wall_s"] for s in PIPELINE if r[s].get("wall_s") is not None) for r in runs]
+    return {
+        "instruments": [f"{i['broker']}/{i['symbol']}" for i in instruments],
+        "interval": args.interval,
+        "days": days,
+        "bars": bars,
+        "stages": stages,
+        "end_to_end_median_s": median(totals),
+        "end_to_end_runs_s": totals,
+    }
+
+
+def _raw_days(raw: Path) -> list[str]:
+    return sorted({p.name.split("=", 1)[1] for p in raw.glob("broker=*/symbol=*/date=*")})
+
+
+def _copy_raw(src: Path, dest: Path, keep: set[str]) -> None:
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(
+        src, dest, ignore=lambda _d, names: [n for n in names if n.startswith("date=") and n[5:] not in keep]
+    )
+
+
+def bench_store_append(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Append one day to 30- and 90-day stores vs that day alone, through stages/features.py."""
+    project = make_project(work / "append")
+    params = default_params()
+    end = pd.Timestamp(params["data"]["end"], tz="UTC")
+    history = max(args.history_days)
+    set_params(
+        project,
+        **{
+            "data.interval": args.interval,
+            "data.lookback_days": history + 1,
+            "data.end": (end + pd.Timedelta(days=1)).strftime("%Y-%m-%d"),
+        },
+    )
+    console.print(f"[bold]store append[/]: extracting {history + 1} days at {args.interval} once")
+    run_stage(project, "extract", work / "logs")
+    all_raw = work / "append_raw"
+    shutil.move(project / "data" / "raw", all_raw)
+    days = _raw_days(all_raw)
+    new_day = days[-1]
+    write_verdict(project, "bench: store-append scenario (raw copied from one extract)")
+    raw, store = project / "data" / "raw", project / "data" / "features"
+
+    scenarios: dict[str, Any] = {}
+    for hist in sorted(args.history_days):
+        before = set(days[-1 - hist : -1])
+        _copy_raw(all_raw, raw, before)
+        shutil.rmtree(store, ignore_errors=True)
+        run_stage(project, "features", work / "logs")  # the existing store, not measured
+        saved = work / f"store_{hist}"
+        shutil.rmtree(saved, ignore_errors=True)
+        shutil.copytree(store, saved)
+        _copy_raw(all_raw, raw, before | {new_day})
+        runs = []
+        for _ in range(args.runs):
+            shutil.rmtree(store)
+            shutil.copytree(saved, store)
+            result = run_stage(project, "features", work / "logs")
+            metrics = json.loads((project / "metrics" / "features.json").read_text())
+            assert metrics["mode"] == "incremental", metrics
+            result.update(store_seconds=metrics["seconds"], partitions_written=metrics["partitions_written"])
+            runs.append(result)
+        scenarios[f"append_to_{hist}_days"] = runs
+
+    _copy_raw(all_raw, raw, {new_day})
+    runs = []
+    for _ in range(args.runs):
+        shutil.rmtree(store, ignore_errors=True)
+        result = run_stage(project, "features", work / "logs")
+        result.update(store_seconds=features_seconds(project))
+        runs.append(result)
+    scenarios["day_alone"] = runs
+
+    summary = {
+        name: {
+            "median_wall_s": median([r["wall_s"] for r in runs]),
+            "median_store_seconds": median([r["store_seconds"] for r in runs]),
+            "median_peak_rss_mb": median([r["peak_rss_mb"] for r in runs]),
+            "runs": runs,
+        }
+        for name, runs in scenarios.items()
+    }
+    alone = summary["day_alone"]
+    longest = summary[f"append_to_{history}_days"]
+    shortest = summary[f"append_to_{min(args.history_days)}_days"]
+    return {
+        "new_day": new_day,
+        "scenarios": summary,
+        "ratio_wall_append_vs_alone": longest["median_wall_s"] / alone["median_wall_s"],
+        "ratio_store_append_vs_alone": longest["median_store_seconds"] / alone["median_store_seconds"],
+        "ratio_store_long_vs_short_history": longest["median_store_seconds"]
+        / shortest["median_store_seconds"],
+    }
+
+
+def bench_pipeline_append(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Move data.end on by one day and rerun extract → validate → features, vs that day alone."""
+    project = make_project(work / "pipeline_append")
+    params = default_params()
+    end = pd.Timestamp(params["data"]["end"], tz="UTC")
+    history = max(args.history_days)
+    base = {
+        "data.interval": args.interval,
+        "data.lookback_days": history,
+        "data.end": end.strftime("%Y-%m-%d"),
+    }
+    moved = {**base, "data.end": (end + pd.Timedelta(days=1)).strftime("%Y-%m-%d")}
+    console.print(f"[bold]pipeline append[/]: {history}-day pipeline, then data.end + 1 day")
+    clean_outputs(project)
+    set_params(project, **base)
+    run_pipeline(project, work / "logs", PIPELINE)  # the existing 90-day state, not measured
+    saved = work / "pipeline_append_state"
+    shutil.copytree(project, saved, ignore=shutil.ignore_patterns("src", "stages"))
+    appended, alone = [], []
+    for _ in range(args.runs):
+        clean_outputs(project)
+        for rel in ("data", "metrics", "reports"):
+            if (saved / rel).exists():
+                shutil.rmtree(project / rel, ignore_errors=True)
+                shutil.copytree(saved / rel, project / rel)
+        set_params(project, **moved)
+        appended.append(run_pipeline(project, work / "logs", PIPELINE))
+    for _ in range(args.runs):
+        clean_outputs(project)
+        set_params(project, **{**moved, "data.lookback_days": 1})
+        alone.append(run_pipeline(project, work / "logs", PIPELINE))
+
+    def total(result: dict[str, Any]) -> float:
+        return sum(r["wall_s"] for r in result.values() if r.get("wall_s") is not None)
+
+    appended_s, alone_s = median([total(r) for r in appended]), median([total(r) for r in alone])
+    return {
+        "history_days": history,
+        "median_wall_s_append": appended_s,
+        "median_wall_s_day_alone": alone_s,
+        "ratio": appended_s / alone_s,
+        "features_after_append": [
+            {k: r["features"].get(k) for k in ("mode", "partitions_written", "partitions_skipped")}
+            for r in appended
+        ],
+        "runs_append": appended,
+        "runs_day_alone": alone,
+    }
+
+
+# ----------------------------------------------------------------------------------------- report
+
+
+def show(results: dict[str, Any]) -> None:
+    pipe = results["pipeline"]
+    table = Table(
+        title=f"Data pipeline: {pipe['bars']:,} bars ({pipe['days']} days × 7 instruments, {pipe['interval']})"
+    )
+    for col in ("stage", "median wall (s)", "median peak RSS (MB)", "notes"):
+        table.add_column(col)
+    for stage, stats in pipe["stages"].items():
+        rss = stats["median_peak_rss_mb"]
+        table.add_row(
+            stage,
+            f"{stats['median_wall_s']:.2f}",
+            f"{rss:.0f}" + (" [red]> 1 GB[/]" if rss == rss and rss > TARGET_RSS_MB else ""),
+            "; ".join(stats["notes"]),
+        )
+    e2e = pipe["end_to_end_median_s"]
+    table.add_row(
+        "[bold]end to end[/]",
+        f"[bold]{e2e:.2f}[/]",
+        "",
+        "target ≤ 30 s" + (" [red]missed[/]" if e2e > TARGET_WALL_S else " [green]met[/]"),
+    )
+    console.print(table)
+
+    if "store_append" in results:
+        app = results["store_append"]
+        table = Table(title=f"Appending one day ({app['new_day']}) to the feature store (stages/features.py)")
+        for col in ("scenario", "median wall (s)", "median store time (s)", "median peak RSS (MB)"):
+            table.add_column(col)
+        for name, stats in app["scenarios"].items():
+            table.add_row(
+                name.replace("_", " "),
+                f"{stats['median_wall_s']:.2f}",
+                f"{stats['median_store_seconds']:.3f}",
+                f"{stats['median_peak_rss_mb']:.0f}",
+            )
+        console.print(table)
+        console.print(
+            f"append ÷ day alone: wall {app['ratio_wall_append_vs_alone']:.2f}×, store {app['ratio_store_append_vs_alone']:.2f}× "
+            f"(target ≤ {APPEND_RATIO_MAX}×); longest ÷ shortest history: {app['ratio_store_long_vs_short_history']:.2f}×"
+        )
+    if "pipeline_append" in results:
+        pa = results["pipeline_append"]
+        console.print(
+            f"pipeline append (data.end + 1 day, {pa['history_days']}-day window): {pa['median_wall_s_append']:.1f}s vs "
+            f"{pa['median_wall_s_day_alone']:.1f}s for the day alone = {pa['ratio']:.1f}×"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bars", type=int, default=1_000_000, help="bars through the pipeline (default 1M)")
+    parser.add_argument("--interval", default="1min")
+    parser.add_argument("--runs", type=int, default=3, help="runs per measurement; the median is reported")
+    parser.add_argument("--history-days", type=int, nargs="+", default=[30, 90])
+    parser.add_argument("--skip-append", action="store_true", help="only the 1M-bar pipeline")
+    parser.add_argument("--skip-pipeline-append", action="store_true")
+    parser.add_argument(
+        "--quick", action="store_true", help="100k bars, 1 run, 5/15-day history: a smoke test"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary projects and logs")
+    args = parser.parse_args()
+    if args.quick:
+        args.bars, args.runs, args.history_days = 100_000, 1, [5, 15]
+
+    work = Path(tempfile.mkdtemp(prefix="autotrader-bench-"))
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "runs": args.runs,
+        "targets": {
+            "end_to_end_s": TARGET_WALL_S,
+            "peak_rss_mb": TARGET_RSS_MB,
+            "append_ratio": APPEND_RATIO_MAX,
+        },
+    }
+    try:
+        results["pipeline"] = bench_pipeline(work, args)
+        if not args.skip_append:
+            results["store_append"] = bench_store_append(work, args)
+            if not args.skip_pipeline_append:
+                results["pipeline_append"] = bench_pipeline_append(work, args)
+    finally:
+        if args.keep:
+            console.print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    results["bench_seconds"] = time.perf_counter() - started
+    pipe = results["pipeline"]
+    results["verdict"] = {
+        "end_to_end_within_target": pipe["end_to_end_median_s"] <= TARGET_WALL_S,
+        "peak_rss_within_target": all(
+            (s["max_peak_rss_mb"] or 0) <= TARGET_RSS_MB for s in pipe["stages"].values()
+        ),
+    }
+    if "store_append" in results:
+        results["verdict"]["store_append_within_ratio"] = (
+            results["store_append"]["ratio_store_append_vs_alone"] <= APPEND_RATIO_MAX
+        )
+    show(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    console.print(f"results → {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
