@@ -52,7 +52,8 @@ def test_extract_twice_gives_byte_identical_files(project) -> None:
     assert rawstore.instruments(raw) == [("binance", "BTCUSDT"), ("ibkr", "SPY"), ("oanda", "EUR_USD")]
     assert len(rawstore.partition_files(raw, "binance", "BTCUSDT")) == 2
     stored = rawstore.read_instrument(raw, "binance", "BTCUSDT")
-    expected = SimulatedMarket(seed=7, signal_strength=1.0).fetch(
+    sim = project.params()["data"]["sim"]
+    expected = SimulatedMarket(seed=sim["seed"], signal_strength=sim["signal_strength"]).fetch(
         Instrument(broker="binance", symbol="BTCUSDT"),
         pd.Timestamp("2026-11-18", tz="UTC"),
         pd.Timestamp("2026-11-20", tz="UTC"),

@@ -98,3 +98,17 @@ def test_no_signal_market_has_no_momentum() -> None:
 def test_signal_market_shows_positive_momentum() -> None:
     corr, n = _pooled_correlation(1.0)
     assert corr > 5 / np.sqrt(n)  # five standard errors above zero
+
+
+def test_a_bar_does_not_depend_on_the_window_asked_for() -> None:
+    """Moving data.end appends days: the overlap of two windows is byte-identical."""
+    market = SimulatedMarket(seed=3, signal_strength=1.0)
+    btc = Instrument(broker="binance", symbol="BTCUSDT")
+    five = pd.Timedelta("5min")
+    early = market.fetch(
+        btc, pd.Timestamp("2026-03-01", tz="UTC"), pd.Timestamp("2026-03-10", tz="UTC"), five
+    )
+    late = market.fetch(btc, pd.Timestamp("2026-03-05", tz="UTC"), pd.Timestamp("2026-03-12", tz="UTC"), five)
+    overlap = early[early["timestamp"] >= pd.Timestamp("2026-03-05", tz="UTC")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(overlap, late.iloc[: len(overlap)].reset_index(drop=True))
+    assert late["timestamp"].iloc[-1] == pd.Timestamp("2026-03-11 23:55", tz="UTC")

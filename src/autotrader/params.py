@@ -47,6 +47,12 @@ class Instrument(_Strict):
 class SimParams(_Strict):
     seed: int = 7
     signal_strength: float = Field(default=1.0, ge=0.0)
+    epoch: str = "2026-01-01"  # the simulated market begins here; bars after it never depend on the window
+
+    @property
+    def epoch_ts(self) -> pd.Timestamp:
+        ts = pd.Timestamp(self.epoch)
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 class FileSpec(_Strict):

@@ -27,7 +27,9 @@ def source_for(data: DataParams) -> BarSource:
     if data.source == "sim":
         from autotrader.sources.sim import SimulatedMarket
 
-        return SimulatedMarket(seed=data.sim.seed, signal_strength=data.sim.signal_strength)
+        return SimulatedMarket(
+            seed=data.sim.seed, signal_strength=data.sim.signal_strength, epoch=data.sim.epoch_ts
+        )
     if data.source == "files":
         from autotrader.sources.files import FileSource
 

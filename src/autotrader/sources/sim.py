@@ -6,6 +6,11 @@ regime-switching volatility, a quoted spread that widens with volatility, and vo
 next bar's expected return, and ``x`` is partly visible in past returns (momentum). At ``signal_strength = 0`` the drift is exactly zero, so nothing about the future is
 predictable from the past (the volatility clustering is, but its sign is not).
 
+The market begins at ``epoch``: every path is simulated from there (or from the window start, if
+that is earlier), so a bar depends on the seed, the instrument, the interval and its own timestamp —
+not on the window asked for. Moving ``data.end`` forward appends new days and leaves old ones
+byte-identical, which is what lets the nightly pipeline and the feature store work incrementally.
+
 Everything is vectorised (``scipy.signal.lfilter`` for the AR processes); no loop over bars.
 """
 
@@ -52,9 +57,14 @@ REGIME_VOL = np.array([0.8, 2.2])
 REGIME_EXIT = np.array([0.004, 0.02])
 
 
-def _rng(seed: int, instrument: Instrument, start: pd.Timestamp) -> np.random.Generator:
-    """Stable across processes (no Python ``hash``): seed, instrument and window start pick the stream."""
-    key = f"{instrument.broker}/{instrument.symbol}/{start.isoformat()}".encode()
+DEFAULT_EPOCH = pd.Timestamp("2026-01-01", tz="UTC")
+
+
+def _rng(
+    seed: int, instrument: Instrument, origin: pd.Timestamp, interval: pd.Timedelta
+) -> np.random.Generator:
+    """Stable across processes (no Python ``hash``): seed, instrument, origin and interval pick the stream."""
+    key = f"{instrument.broker}/{instrument.symbol}/{origin.isoformat()}/{interval.value}".encode()
     return np.random.default_rng([seed, zlib.crc32(key)])
 
 
@@ -82,29 +92,46 @@ def _regimes(rng: np.random.Generator, n: int) -> np.ndarray:
 class SimulatedMarket:
     """Seeded bars for any instrument on its broker's calendar; same params, same bars, byte for byte."""
 
-    def __init__(self, seed: int = 7, signal_strength: float = 1.0) -> None:
+    def __init__(
+        self, seed: int = 7, signal_strength: float = 1.0, epoch: pd.Timestamp = DEFAULT_EPOCH
+    ) -> None:
         self.seed = seed
         self.signal_strength = signal_strength
+        self.epoch = epoch
 
     def fetch(
         self, instrument: Instrument, start: pd.Timestamp, end: pd.Timestamp, interval: pd.Timedelta
     ) -> pd.DataFrame:
-        stamps = bar_index(instrument.broker, start, end, interval)
+        if end <= start:
+            return empty_bars()
+        origin = min(self.epoch, start)
+        frame = self._simulate(instrument, origin, end, interval)
+        window = frame[(frame["timestamp"] >= start) & (frame["timestamp"] < end)]
+        return window.reset_index(drop=True) if len(window) else empty_bars()
+
+    def _simulate(
+        self, instrument: Instrument, origin: pd.Timestamp, end: pd.Timestamp, interval: pd.Timedelta
+    ) -> pd.DataFrame:
+        stamps = bar_index(instrument.broker, origin, end, interval)
         n = len(stamps)
         if n == 0:
             return empty_bars()
         spec = SPECS.get(instrument.symbol, _DEFAULT_SPEC)
-        rng = _rng(self.seed, instrument, start)
+        # One independent stream per component: each draws exactly n values, so a longer path extends
+        # a shorter one instead of reshuffling it.
+        regime_rng, flow_rng, noise_rng, high_rng, low_rng, volume_rng, spread_rng = _rng(
+            self.seed, instrument, origin, interval
+        ).spawn(7)
 
         # Per-bar σ from annual vol on calendar time, so a 24/5 market's bar is as risky as a 24/7 one's.
         base_sigma = spec.annual_vol * np.sqrt(interval / _YEAR)
-        regime = _regimes(rng, n)
+        regime = _regimes(regime_rng, n)
         sigma = base_sigma * REGIME_VOL[regime]
 
-        flow = _ar1(rng.standard_normal(n), FLOW_PERSISTENCE)
+        flow = _ar1(flow_rng.standard_normal(n), FLOW_PERSISTENCE)
         drift = np.zeros(n)
         drift[1:] = self.signal_strength * DRIFT_PER_UNIT * sigma[1:] * flow[:-1]
-        noise = rng.standard_normal(n)
+        noise = noise_rng.standard_normal(n)
         log_ret = drift + sigma * noise
         log_close = np.log(spec.price) + np.cumsum(log_ret)
         close = np.exp(log_close)
@@ -112,20 +139,19 @@ class SimulatedMarket:
         open_[0] = spec.price
         open_[1:] = close[:-1]
 
-        wick = np.abs(rng.standard_normal((2, n))) * sigma * 0.6
-        high = np.maximum(open_, close) * np.exp(wick[0])
-        low = np.minimum(open_, close) * np.exp(-wick[1])
+        high = np.maximum(open_, close) * np.exp(np.abs(high_rng.standard_normal(n)) * sigma * 0.6)
+        low = np.minimum(open_, close) * np.exp(-np.abs(low_rng.standard_normal(n)) * sigma * 0.6)
 
         scale = interval / pd.Timedelta(minutes=5)
         # Volume rises with |return| (volatility clustering shows in volume, direction does not).
-        activity = np.exp(0.35 * rng.standard_normal(n) + 0.5 * np.abs(noise))
+        activity = np.exp(0.35 * volume_rng.standard_normal(n) + 0.5 * np.abs(noise))
         volume = np.round(spec.volume * scale * activity, 6)
         spread = (
             close
             * spec.spread_bps
             * 1e-4
             * (REGIME_VOL[regime] / REGIME_VOL[0])
-            * np.exp(0.2 * rng.standard_normal(n))
+            * np.exp(0.2 * spread_rng.standard_normal(n))
         )
 
         frame = pd.DataFrame(
