@@ -46,7 +46,7 @@ class Instrument(_Strict):
 
 class SimParams(_Strict):
     seed: int = 7
-    signal_strength: float = Field(default=1.0, ge=0.0)
+    signal_strength: float = Field(default=4.0, ge=0.0)
     epoch: str = "2026-01-01"  # the simulated market begins here; bars after it never depend on the window
 
     @property

@@ -1,0 +1,197 @@
+"""The model card: a Markdown page a reviewer reads before approving a promotion.
+
+``train`` writes a first version (data, features, selection) to the MLflow run; ``evaluate``
+rewrites it with the backtest and the gate thresholds to ``reports/model_card.md`` and the same run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from autotrader.params import Params
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def gate_preview(params: Params, portfolio: Mapping[str, Any]) -> list[list[Any]]:
+    """Each gate's threshold and this backtest's value (the gate stage adds the champion comparison)."""
+    g = params.gates
+    checks = [
+        ("Sharpe (annualised, daily)", "sharpe", ">", g.min_sharpe),
+        ("Max drawdown", "max_drawdown", "<", g.max_drawdown),
+        ("Win rate (trades)", "win_rate", ">", g.min_win_rate),
+        ("Trades", "n_trades", "≥", g.min_trades),
+    ]
+    rows = []
+    for label, key, op, threshold in checks:
+        value = portfolio.get(key)
+        if value is None:
+            ok = None
+        elif op == ">":
+            ok = value > threshold
+        elif op == "<":
+            ok = value < threshold
+        else:
+            ok = value >= threshold
+        rows.append([label, f"{op} {_fmt(threshold)}", value, ok])
+    return rows
+
+
+def render(
+    params: Params,
+    *,
+    training: Mapping[str, Any],
+    prepared: Mapping[str, Any],
+    evaluation: Mapping[str, Any] | None = None,
+) -> str:
+    """The card as Markdown. ``training`` is metrics/train.json, ``prepared`` is splits.json."""
+    b = prepared.get("boundaries", {})
+    splits = prepared.get("splits", {})
+    features = prepared.get("features", [])
+    instruments = sorted(splits.get("test", {}).get("instruments", {}))
+    parts = [
+        f"# Model card — {params.mlflow.model_name}",
+        "",
+        f"*Candidate* **{training.get('chosen')}** · MLflow run `{training.get('run_id')}` · logged model "
+        f"`{training.get('model_id')}` · data version `{training.get('data_version')}` · git "
+        f"`{training.get('git_commit') or 'n/a'}`",
+        "",
+        "## Intended use",
+        "",
+        "Directional signal for intraday trading of the instruments below: for each closed bar it predicts "
+        f"whether the log return over the next **{params.train.horizon} bars** will be above "
+        f"+{params.train.cost_threshold_bps:g} bps (**1**, long), below −{params.train.cost_threshold_bps:g} bps "
+        "(**−1**, short) or in between (**0**, flat). Inputs are the feature-store columns listed below, "
+        "computed causally from bars up to and including the bar being predicted. Each signal is a bet held "
+        f"{params.train.horizon} bars (see docs/training.md, holding rule).",
+        "",
+        "Not for: instruments, bar intervals or brokers it was not trained on; position sizing; any use "
+        "without the gates below and the canary analysis in production.",
+        "",
+        "## Data",
+        "",
+        _table(
+            ["split", "from", "to", "rows", "short / flat / long"],
+            [
+                [
+                    name,
+                    splits.get(name, {}).get("first"),
+                    splits.get(name, {}).get("last"),
+                    splits.get(name, {}).get("rows"),
+                    " / ".join(
+                        str(splits.get(name, {}).get("classes", {}).get(c, 0)) for c in ("-1", "0", "1")
+                    ),
+                ]
+                for name in ("train", "valid", "test")
+            ],
+        ),
+        "",
+        f"Window [{b.get('start')}, {b.get('end')}); test from {b.get('test_start')}; validation from "
+        f"{b.get('valid_start')}. Purge: {params.train.horizon} bars (label horizon); embargo: "
+        f"{params.train.embargo} bars, between each pair of adjacent splits and before each CV fold.",
+        "",
+        f"Instruments: {', '.join(instruments) or '–'}. Bar interval: {prepared.get('interval')}. "
+        f"Feature set version {prepared.get('feature_set_version')}.",
+        "",
+        f"Features ({len(features)}): {', '.join(f'`{f}`' for f in features)}.",
+        "",
+        "## Training and selection",
+        "",
+        f"Purged, embargoed walk-forward CV ({params.train.cv_folds} folds) on the train split; metric "
+        f"`{params.train.cv_metric}`; seed {params.train.seed}.",
+        "",
+        _table(
+            ["candidate", f"CV {params.train.cv_metric} (mean)", "chosen"],
+            [
+                [name, cv.get("mean"), name == training.get("chosen")]
+                for name, cv in (training.get("cv") or {}).items()
+            ],
+        ),
+        "",
+        "Holdout check on the validation split (model fitted on train only): "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in (training.get("valid") or {}).items()),
+        "",
+    ]
+    if evaluation is None:
+        parts += ["## Backtest", "", "*Pending: the evaluate stage fills this in.*", ""]
+    else:
+        portfolio = evaluation.get("portfolio", {})
+        parts += [
+            "## Backtest on the test window",
+            "",
+            "Costs: fees per broker "
+            + ", ".join(f"{k} {v:g} bps" for k, v in params.costs.fees_bps.items())
+            + " + half the quoted spread, on every entry and exit. Sharpe from daily returns, annualised "
+            "per asset class (portfolio: see docs/training.md).",
+            "",
+            _table(
+                ["", "Sharpe", "gross Sharpe", "max DD", "win rate", "trades", "profit factor", "return"],
+                [
+                    [
+                        "**portfolio**",
+                        portfolio.get("sharpe"),
+                        portfolio.get("sharpe_gross"),
+                        portfolio.get("max_drawdown"),
+                        portfolio.get("win_rate"),
+                        portfolio.get("n_trades"),
+                        portfolio.get("profit_factor"),
+                        portfolio.get("total_return"),
+                    ]
+                ]
+                + [
+                    [
+                        key,
+                        m.get("sharpe"),
+                        m.get("sharpe_gross"),
+                        m.get("max_drawdown"),
+                        m.get("win_rate"),
+                        m.get("n_trades"),
+                        m.get("profit_factor"),
+                        m.get("total_return"),
+                    ]
+                    for key, m in sorted((evaluation.get("instruments") or {}).items())
+                ],
+            ),
+            "",
+            "Prediction quality: "
+            + ", ".join(f"{k} {_fmt(v)}" for k, v in (evaluation.get("classification") or {}).items())
+            + f"; IC {_fmt(evaluation.get('ic'))}, rank IC {_fmt(evaluation.get('rank_ic'))}.",
+            "",
+            f"Deflated Sharpe ratio {_fmt(evaluation.get('dsr', {}).get('dsr'))} for "
+            f"{_fmt(evaluation.get('dsr', {}).get('n_trials'), 0)} configuration(s) tried.",
+            "",
+            "## Gates (portfolio)",
+            "",
+            _table(["gate", "threshold", "value", "passes"], gate_preview(params, portfolio)),
+            "",
+            f"Plus, when a `champion` exists: Sharpe ≥ champion's × (1 − {params.gates.max_regression:g}) on the "
+            "same test window. The decision is in metrics/gates.json.",
+            "",
+        ]
+    parts += [
+        "## Limitations",
+        "",
+        "- The test window is short (a few weeks): Sharpe's standard error is about √(periods per year / days); "
+        "treat single-window figures as noisy.",
+        "- Trained on one market regime; drift monitoring (health stage) and canary analysis guard the rest.",
+        "- Ignores market impact, latency, funding/borrow costs and partial fills.",
+        "- On the simulated market the signal is planted; a pass there shows the pipeline works, not that a "
+        "real market is predictable.",
+        "",
+    ]
+    return "\n".join(parts)

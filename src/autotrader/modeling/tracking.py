@@ -1,0 +1,203 @@
+"""MLflow logging for the training pipeline, and reading the model folder back.
+
+Takes an already-connected MLflow (``autotrader.registry.connect`` sets the process-wide tracking URI)
+and uses the fluent API, because ``log_model`` logs into the active run. The model folder at
+``params.paths.model`` is a download of exactly the logged model, so its ``MLmodel`` names the run and
+the logged-model id that ``evaluate``, ``gate`` and ``promote`` report to.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autotrader.errors import ModelError
+
+# Nothing calls home at run time: MLflow 3 sends usage telemetry unless told not to.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+MODEL_ARTIFACT = "model"
+CARD_ARTIFACT = "model_card.md"
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    run_id: str
+    model_id: str | None
+    model_uri: str
+
+
+@dataclass
+class LocalModel:
+    """A model folder loaded for prediction, with what its ``MLmodel`` says about it."""
+
+    path: Path
+    model: Any  # sklearn Pipeline
+    inputs: list[str]
+    run_id: str | None
+    model_id: str | None
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements written beside the model (explicit: MLflow's inference spawns a slow probe)."""
+    import mlflow
+    import sklearn
+    import skops
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"scikit-learn=={sklearn.__version__}",
+        f"skops=={skops.__version__}",
+        f"numpy=={np.__version__}",
+        f"pandas=={pd.__version__}",
+    ]
+
+
+TRUSTED_PREFIXES: tuple[str, ...] = ("numpy.", "sklearn.", "scipy.", "builtins.")
+
+
+def skops_trusted_types(model: Any) -> list[str]:
+    """Types skops will not load by default that our own Pipeline contains (e.g. ``numpy.dtype``).
+
+    Only numpy / scikit-learn / scipy types are accepted: anything else in the model is a bug, not
+    something to trust silently.
+    """
+    import skops.io
+
+    untrusted = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+    foreign = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    if foreign:
+        raise ModelError(f"the model contains types outside numpy/scikit-learn: {', '.join(foreign)}")
+    return untrusted
+
+
+def input_example(X: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+    """A few complete rows of the training inputs (JSON has no NaN), as float64."""
+    complete = X.dropna()
+    example = complete.head(rows) if len(complete) else X.head(rows).fillna(0.0)
+    return example.astype("float64").reset_index(drop=True)
+
+
+def flat_params(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flat_params(name, value))
+        elif isinstance(value, list | tuple):
+            out[name] = ",".join(str(v) for v in value)
+        else:
+            out[name] = value
+    return out
+
+
+def finite_metrics(values: Mapping[str, Any]) -> dict[str, float]:
+    """Numbers only (MLflow metrics are floats); None, NaN and non-numbers are left out."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(float(value)):
+            out[key] = float(value)
+    return out
+
+
+def log_model(model: Any, X: pd.DataFrame, name: str = MODEL_ARTIFACT) -> LoggedModel:
+    """Log the sklearn Pipeline into the active run with a signature (feature columns → class) and an example."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = input_example(X)
+    signature = infer_signature(example, pd.Series(model.predict(example), name="signal").astype("int64"))
+    info = mlflow.sklearn.log_model(
+        model,
+        name=name,
+        signature=signature,
+        input_example=example,
+        pip_requirements=pip_requirements(),
+        serialization_format="skops",
+        skops_trusted_types=skops_trusted_types(model) or None,
+    )
+    return LoggedModel(run_id=info.run_id, model_id=getattr(info, "model_id", None), model_uri=info.model_uri)
+
+
+def download_model(model_uri: str, dest: Path) -> None:
+    """Copy a logged model's files into ``dest`` (an empty folder)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        for item in sorted(local.iterdir()):
+            item.rename(dest / item.name)
+
+
+def signature_inputs(meta: Any) -> list[str]:
+    """Column names of a model's input signature (empty when it has none)."""
+    signature = getattr(meta, "signature", None)
+    if signature is None or signature.inputs is None:
+        return []
+    return [str(name) for name in signature.inputs.input_names()]
+
+
+def load_local_model(path: str | Path) -> LocalModel:
+    """Load the model folder; a ModelError names the folder and what is wrong with it."""
+    import mlflow
+    from mlflow.models import Model
+
+    path = Path(path)
+    if not (path / "MLmodel").is_file():
+        raise ModelError(f"{path}: no MLmodel file — not an MLflow model folder (run the train stage)")
+    try:
+        meta = Model.load(str(path))
+        model = mlflow.sklearn.load_model(str(path))
+    except Exception as exc:  # a damaged file surfaces as many exception types (YAML, zip, skops, pickle)
+        raise ModelError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from exc
+    if not hasattr(model, "predict_proba"):
+        raise ModelError(f"{path}: the model has no predict_proba (not the signal classifier)")
+    return LocalModel(
+        path=path,
+        model=model,
+        inputs=signature_inputs(meta),
+        run_id=getattr(meta, "run_id", None),
+        model_id=getattr(meta, "model_id", None),
+    )
+
+
+def load_registered_model(uri: str) -> LocalModel:
+    """Load a registry URI (``models:/name/version``) the same way; a ModelError names the URI."""
+    import mlflow
+    from mlflow.models import get_model_info
+
+    try:
+        info = get_model_info(uri)
+        model = mlflow.sklearn.load_model(uri)
+    except Exception as exc:
+        raise ModelError(f"{uri}: cannot load the model ({type(exc).__name__}: {exc})") from exc
+    return LocalModel(
+        path=Path(uri),
+        model=model,
+        inputs=signature_inputs(info),
+        run_id=getattr(info, "run_id", None),
+        model_id=getattr(info, "model_id", None),
+    )
+
+
+def check_inputs(model: LocalModel, features: list[str], where: str) -> None:
+    """The model's signature must list exactly these feature columns, in this order."""
+    if model.inputs != list(features):
+        missing = [f for f in features if f not in model.inputs]
+        extra = [f for f in model.inputs if f not in features]
+        detail = f"missing {missing}" if missing else ""
+        detail += f"{'; ' if detail else ''}unexpected {extra}" if extra else ""
+        raise ModelError(
+            f"{model.path}: the model's input signature does not match the features of {where}"
+            f" ({detail or 'same names, different order'})"
+        )

@@ -1,0 +1,273 @@
+"""The MLflow model registry: one place that knows where it is and how versions get their aliases.
+
+Aliases only (``staging``, ``champion``) and always the immutable version number next to them: the
+deprecated registry *stages* are never used. A version is what a deployment pins; an alias is a
+movable pointer a person or the promote command moves.
+
+``connect(params)`` is the only way in. It resolves the tracking URI (``MLFLOW_TRACKING_URI`` in the
+environment wins over params), fails fast with a ``RegistryError`` naming the URI when a remote
+server does not answer (a short HTTP check instead of MLflow's minute-long retries), and remembers
+the client so the module-level helpers below work without passing it around. It also points MLflow's
+process-wide tracking/registry URI at the same place, so ``models:/…`` URIs resolve there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from autotrader.errors import RegistryError
+
+# Nothing calls home at run time: MLflow 3 sends usage telemetry unless told not to.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from autotrader.params import Params
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
+
+STAGING = "staging"
+CHAMPION = "champion"
+ALIASES: tuple[str, ...] = (STAGING, CHAMPION)
+HEALTH_TIMEOUT_S = 3.0
+
+_client: MlflowClient | None = None
+
+
+def tracking_uri(params: Params) -> str:
+    """The tracking (and registry) URI: ``MLFLOW_TRACKING_URI`` if set, else ``params.mlflow.tracking_uri``."""
+    return params.mlflow.resolved_tracking_uri()
+
+
+def is_remote(uri: str) -> bool:
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def artifact_location(params: Params) -> str | None:
+    """Where a new experiment keeps artifacts: ``params.mlflow.artifact_location`` as an absolute URI.
+
+    Only for a local backend (sqlite/file); a remote server decides for itself (``--artifacts-destination``).
+    """
+    if is_remote(tracking_uri(params)):
+        return None
+    location = params.mlflow.artifact_location
+    if "://" in location:
+        return location
+    return Path(location).resolve().as_uri()
+
+
+def check_reachable(uri: str, timeout: float = HEALTH_TIMEOUT_S) -> None:
+    """One short GET of ``<uri>/health``; a refused connection, a timeout or a 5xx is a RegistryError."""
+    if not is_remote(uri):
+        return
+    import requests
+
+    url = uri.rstrip("/") + "/health"
+    try:
+        response = requests.get(url, timeout=timeout)
+    except requests.RequestException as exc:
+        raise RegistryError(
+            f"MLflow tracking server {uri} is unreachable ({type(exc).__name__}); "
+            "start it or point MLFLOW_TRACKING_URI / mlflow.tracking_uri elsewhere"
+        ) from exc
+    if response.status_code >= 500:
+        raise RegistryError(f"MLflow tracking server {uri} answered {response.status_code} on /health")
+
+
+@contextlib.contextmanager
+def mlflow_errors(what: str, uri: str | None = None) -> Iterator[None]:
+    """Turn MLflow/SQL errors into a RegistryError that says what was being done and where."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except RegistryError:
+        raise
+    except MlflowException as exc:
+        where = f" at {uri}" if uri else ""
+        raise RegistryError(f"{what}{where} failed: {exc.message}") from exc
+    except Exception as exc:  # sqlalchemy / OS errors from a corrupt or unwritable store
+        if type(exc).__module__.startswith(("sqlalchemy", "requests", "urllib3", "alembic", "sqlite3")):
+            where = f" at {uri}" if uri else ""
+            raise RegistryError(f"{what}{where} failed: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def connect(params: Params, *, timeout: float = HEALTH_TIMEOUT_S) -> MlflowClient:
+    """A client on the configured tracking server/registry, checked to answer; also the module default."""
+    global _client
+    uri = tracking_uri(params)
+    check_reachable(uri, timeout=timeout)
+    # Fewer, shorter retries than MLflow's defaults: the server was just seen alive; a failure later
+    # should surface in seconds, not minutes.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with mlflow_errors("opening the MLflow store", uri):
+        client.search_experiments(max_results=1)
+    _point_mlflow_at(uri)
+    _client = client
+    return client
+
+
+def _point_mlflow_at(uri: str) -> None:
+    """Set MLflow's process-wide URIs without its side effect of exporting them to the environment.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI``, which would then masquerade as
+    the operator's choice (the environment wins over params) for every later ``connect`` in this process.
+    """
+    import mlflow
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {name: os.environ.get(name) for name in names}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _default(client: MlflowClient | None) -> MlflowClient:
+    if client is not None:
+        return client
+    if _client is not None:
+        return _client
+    from autotrader.params import load_params
+
+    return connect(load_params())
+
+
+def ensure_experiment(params: Params, client: MlflowClient | None = None) -> str:
+    """The id of ``params.mlflow.experiment``, created (with the params' artifact location) if missing."""
+    client = _default(client)
+    name = params.mlflow.experiment
+    with mlflow_errors(f"finding experiment {name!r}", tracking_uri(params)):
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        return client.create_experiment(name, artifact_location=artifact_location(params))
+
+
+def model_uri(name: str, version: str | int) -> str:
+    """The immutable URI of one registered version: ``models:/<name>/<version>``."""
+    return f"models:/{name}/{version}"
+
+
+def alias_uri(name: str, alias: str) -> str:
+    """The movable URI an alias points at: ``models:/<name>@<alias>``."""
+    return f"models:/{name}@{alias}"
+
+
+def _tag_values(tags: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(k): v if isinstance(v, str) else str(v) for k, v in (tags or {}).items()}
+
+
+def register_model(
+    source: str,
+    name: str,
+    *,
+    run_id: str | None = None,
+    model_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    client: MlflowClient | None = None,
+) -> str:
+    """Register ``source`` (``models:/<model_id>``, ``runs:/…`` or an artifact URI) as a new version of ``name``.
+
+    Returns the new version number (a string, as MLflow gives it). The registered model is created on
+    first use. Tags are stringified.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _default(client)
+    with mlflow_errors(f"registering {source} as {name!r}"):
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        if source.startswith("runs:/") and model_id is None:
+            version = client.create_model_version(name, source, run_id=run_id, tags=_tag_values(tags))
+        else:
+            version = client.create_model_version(
+                name, source, run_id=run_id, tags=_tag_values(tags), model_id=model_id
+            )
+    return str(version.version)
+
+
+def set_alias(name: str, alias: str, version: str | int, *, client: MlflowClient | None = None) -> None:
+    """Point ``alias`` of ``name`` at ``version`` (moving it if it pointed elsewhere)."""
+    client = _default(client)
+    with mlflow_errors(f"setting alias {alias!r} of {name!r} to version {version}"):
+        client.set_registered_model_alias(name, alias, str(version))
+
+
+def delete_alias(name: str, alias: str, *, client: MlflowClient | None = None) -> None:
+    client = _default(client)
+    with mlflow_errors(f"deleting alias {alias!r} of {name!r}"):
+        client.delete_registered_model_alias(name, alias)
+
+
+def version_for_alias(name: str, alias: str, *, client: MlflowClient | None = None) -> str | None:
+    """The version ``alias`` points at, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    client = _default(client)
+    with mlflow_errors(f"reading alias {alias!r} of {name!r}"):
+        try:
+            return str(client.get_model_version_by_alias(name, alias).version)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+
+def get_version(name: str, version: str | int, *, client: MlflowClient | None = None) -> ModelVersion:
+    """One registered version (tags, run id, source, aliases)."""
+    client = _default(client)
+    with mlflow_errors(f"reading version {version} of {name!r}"):
+        return client.get_model_version(name, str(version))
+
+
+def set_version_tags(
+    name: str, version: str | int, tags: Mapping[str, Any], *, client: MlflowClient | None = None
+) -> None:
+    client = _default(client)
+    with mlflow_errors(f"tagging version {version} of {name!r}"):
+        for key, value in _tag_values(tags).items():
+            client.set_model_version_tag(name, str(version), key, value)
+
+
+def list_versions(name: str, *, client: MlflowClient | None = None) -> list[str]:
+    """Every registered version number of ``name``, ascending; empty when the model does not exist."""
+    client = _default(client)
+    with mlflow_errors(f"listing versions of {name!r}"):
+        found = client.search_model_versions(filter_string=f"name = '{name}'")
+    return sorted((str(v.version) for v in found), key=int)
+
+
+def aliases(name: str, *, client: MlflowClient | None = None) -> dict[str, str]:
+    """alias → version for ``name``; empty when the model does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    client = _default(client)
+    with mlflow_errors(f"reading aliases of {name!r}"):
+        try:
+            model = client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                return {}
+            raise
+    return {str(k): str(v) for k, v in (model.aliases or {}).items()}
+
+
+def snapshot(name: str, *, client: MlflowClient | None = None) -> dict[str, Any]:
+    """Versions and aliases of ``name``: what "the registry is unchanged" compares."""
+    return {"versions": list_versions(name, client=client), "aliases": aliases(name, client=client)}

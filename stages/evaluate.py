@@ -1,0 +1,101 @@
+"""Stage ``evaluate``: backtest the model on the test window; metrics, plots and the model card.
+
+Writes ``metrics/evaluate.json``, ``reports/plots/`` (CSV for ``dvc plots`` + PNG) and
+``reports/model_card.md``, each atomically, and logs them to the training run in MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autotrader import registry
+from autotrader.atomic import atomic_dir, write_json, write_text
+from autotrader.console import console, stage_main
+from autotrader.errors import ModelError
+from autotrader.modeling.dataset import read_prepared
+from autotrader.modeling.evaluation import evaluate
+from autotrader.modeling.lineage import model_hash
+from autotrader.modeling.model_card import render
+from autotrader.modeling.plots import write_all
+from autotrader.modeling.tracking import CARD_ARTIFACT, check_inputs, finite_metrics, load_local_model
+from autotrader.params import load_params
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+def read_training(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelError(f"{path}: not found (run the train stage first)") from exc
+    except ValueError as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def main() -> int:
+    params = load_params()
+    paths = params.paths
+    client = registry.connect(params)
+    prepared = read_prepared(paths.prepared, names=("test",))
+    features = list(prepared.info["features"])
+    local = load_local_model(paths.model)
+    check_inputs(local, features, f"{paths.prepared}/test.parquet")
+    training = read_training(Path(paths.metrics) / "train.json")
+    run_id = local.run_id or training.get("run_id")
+    if not run_id:
+        raise ModelError(f"{paths.model}: the model names no MLflow run (run the train stage)")
+    uri = registry.tracking_uri(params)
+    with registry.mlflow_errors(f"finding the training run {run_id} of {paths.model}", uri):
+        client.get_run(run_id)
+
+    with console.status("evaluate: backtesting the test window"):
+        result = evaluate(local.model, prepared.parts["test"], features, params)
+    metrics = {
+        **result.metrics,
+        "run_id": run_id,
+        "model_id": local.model_id,
+        "model_hash": model_hash(paths.model),
+    }
+    card = render(params, training=training, prepared=prepared.info, evaluation=metrics)
+
+    # Log first, from the not-yet-visible plots folder: if MLflow fails, no output has changed.
+    with atomic_dir(Path(paths.reports) / "plots") as plots:
+        write_all(plots, result.plots)
+        with registry.mlflow_errors(f"logging the evaluation to run {run_id}", uri):
+            log_evaluation(client, run_id, metrics, card, plots)
+    write_text(Path(paths.reports) / "model_card.md", card)
+    write_json(Path(paths.metrics) / "evaluate.json", metrics)
+    p = metrics["portfolio"]
+    console.print(
+        f"evaluate: portfolio Sharpe {p['sharpe']:.2f}, max DD {p['max_drawdown']:.1%}, win rate "
+        f"{p['win_rate']:.1%}, {p['n_trades']} trades; IC {metrics['ic']:.3f} → {paths.metrics}/evaluate.json"
+    )
+    return 0
+
+
+def log_evaluation(client: MlflowClient, run_id: str, metrics: dict, card: str, plots: Path) -> None:
+    """Test-window metrics, the final model card, the plots and evaluate.json, into the training run."""
+    from mlflow.entities import Metric
+
+    flat = {f"test.{k}": v for k, v in metrics["portfolio"].items()}
+    for key, inst in metrics["instruments"].items():
+        flat.update(
+            {f"test.{key}.{k}": v for k, v in inst.items() if k in ("sharpe", "win_rate", "n_trades")}
+        )
+    flat.update({f"test.{k}": v for k, v in metrics["classification"].items()})
+    flat.update(
+        {"test.ic": metrics["ic"], "test.rank_ic": metrics["rank_ic"], "test.dsr": metrics["dsr"]["dsr"]}
+    )
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite_metrics(flat).items()])
+    client.log_text(run_id, card, CARD_ARTIFACT)
+    client.log_artifacts(run_id, str(plots), "plots")
+    client.log_dict(run_id, metrics, "evaluate.json")
+
+
+if __name__ == "__main__":
+    stage_main(main)

@@ -1,0 +1,122 @@
+"""Stage ``train``: select and fit the model, log the run to MLflow, write the model folder.
+
+Fails fast (before any work) when the tracking server is unreachable. The model folder
+(``params.paths.model``) is a download of exactly the model logged to the run, written atomically;
+``metrics/train.json`` names the run and logged model so evaluate/gate/promote report to them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autotrader import registry
+from autotrader.atomic import atomic_dir, write_json
+from autotrader.console import console, progress, stage_main
+from autotrader.modeling import train as training
+from autotrader.modeling.dataset import read_prepared
+from autotrader.modeling.lineage import data_version, git_commit, model_hash
+from autotrader.modeling.model_card import render
+from autotrader.modeling.models import hyperparameters
+from autotrader.modeling.tracking import (
+    CARD_ARTIFACT,
+    download_model,
+    finite_metrics,
+    flat_params,
+    log_model,
+)
+from autotrader.params import load_params
+
+
+def main() -> int:
+    import mlflow
+
+    params = load_params()
+    paths = params.paths
+    registry.connect(params)
+    experiment_id = registry.ensure_experiment(params)
+    prepared = read_prepared(paths.prepared, names=("train", "valid"))
+    features = list(prepared.info["features"])
+    lineage = {**data_version(paths.features), **git_commit()}
+
+    with progress() as bar:
+        task = bar.add_task("train", total=training.steps(params.train))
+        result = training.fit(
+            prepared.parts["train"],
+            prepared.parts["valid"],
+            features,
+            params.train,
+            advance=lambda label: bar.update(task, advance=1, description=label),
+            where=f"{paths.prepared}/train.parquet",
+        )
+
+    summary = {
+        "chosen": result.chosen,
+        "cv_metric": params.train.cv_metric,
+        "cv": {
+            name: {"mean": cand.mean, "folds": cand.fold_scores} for name, cand in result.candidates.items()
+        },
+        "valid": result.valid_scores,
+        "counts": result.counts,
+        "features": len(features),
+        **lineage,
+    }
+    uri = registry.tracking_uri(params)
+    with (
+        registry.mlflow_errors("logging the training run", uri),
+        mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{result.chosen}") as run,
+    ):
+        mlflow.set_tags(
+            {
+                "autotrader.stage": "train",
+                "autotrader.candidate": result.chosen,
+                "data_version": lineage["data_version"],
+                "data_version_source": lineage["data_version_source"],
+                "git_commit": lineage["git_commit"] or "none",
+                "git_dirty": str(lineage["git_dirty"]),
+            }
+        )
+        logged = {**flat_params("train", params.train.model_dump(exclude={"hgb", "logreg"}))}
+        for name in params.train.candidates:
+            logged.update(hyperparameters(name, params.train))
+        logged.update(
+            {
+                "chosen": result.chosen,
+                "n_features": len(features),
+                "window_start": prepared.info["boundaries"]["start"],
+                "valid_start": prepared.info["boundaries"]["valid_start"],
+                "test_start": prepared.info["boundaries"]["test_start"],
+                "window_end": prepared.info["boundaries"]["end"],
+                "data_version": lineage["data_version"],
+            }
+        )
+        mlflow.log_params(logged)
+        for name, cand in result.candidates.items():
+            for step, scores in enumerate(cand.fold_scores, start=1):
+                mlflow.log_metrics(
+                    finite_metrics({f"cv.{name}.{k}": v for k, v in scores.items()}), step=step
+                )
+            mlflow.log_metric(f"cv.{name}.{params.train.cv_metric}_mean", cand.mean)
+        mlflow.log_metrics(finite_metrics({f"valid.{k}": v for k, v in result.valid_scores.items()}))
+        X = prepared.parts["train"][features]
+        model_info = log_model(result.model, X)
+        summary.update(run_id=run.info.run_id, model_id=model_info.model_id, model_uri=model_info.model_uri)
+        mlflow.log_text(render(params, training=summary, prepared=prepared.info), CARD_ARTIFACT)
+        mlflow.log_dict(prepared.info, "prepared/splits.json")
+
+        with atomic_dir(paths.model) as tmp:  # swapped in last: a failure above leaves the old model
+            download_model(model_info.model_uri, tmp)
+            summary["model_hash"] = model_hash(tmp)
+            mlflow.set_tag("model_hash", summary["model_hash"])
+
+    write_json(Path(paths.metrics) / "train.json", summary)
+    console.print(
+        f"train: chose {result.chosen} (CV {params.train.cv_metric} "
+        + ", ".join(f"{n} {c.mean:.4f}" for n, c in result.candidates.items())
+        + f"); valid {', '.join(f'{k} {v:.3f}' for k, v in result.valid_scores.items())}; "
+        f"run {summary['run_id']} → {paths.model}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    stage_main(main)

@@ -1,0 +1,98 @@
+"""Model selection and fitting, in memory: reproducible, leak-free transforms, clear refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from autotrader.errors import ModelError
+from autotrader.features import feature_names
+from autotrader.modeling.dataset import features_in_memory, prepare_frame
+from autotrader.modeling.labels import LABEL
+from autotrader.modeling.models import build
+from autotrader.modeling.train import CandidateResult, fit, select
+from autotrader.params import Instrument, Params
+from autotrader.sources.sim import SimulatedMarket
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.xdist_group("training-unit")
+
+
+def small_params(**train) -> Params:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"].update({"lookback_days": 14, "test_days": 4, "cv_folds": 3, **train})
+    return Params.model_validate(raw)
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    params = small_params()
+    sim = SimulatedMarket(seed=5, signal_strength=params.data.sim.signal_strength)
+    end = params.data.end_ts()
+    bars = pd.concat(
+        [
+            sim.fetch(inst, end - pd.Timedelta(days=17), end, params.data.interval_td)
+            for inst in (
+                Instrument(broker="binance", symbol="BTCUSDT"),
+                Instrument(broker="oanda", symbol="EUR_USD"),
+            )
+        ],
+        ignore_index=True,
+    )
+    features = feature_names(params.features)
+    return params, prepare_frame(features_in_memory(bars, params), params, features), features
+
+
+def test_same_data_and_params_give_the_same_model_and_metrics(prepared) -> None:
+    params, data, features = prepared
+    first = fit(data.parts["train"], data.parts["valid"], features, params.train)
+    second = fit(data.parts["train"], data.parts["valid"], features, params.train)
+    assert first.chosen == second.chosen
+    assert {k: v.fold_scores for k, v in first.candidates.items()} == {
+        k: v.fold_scores for k, v in second.candidates.items()
+    }
+    assert first.valid_scores == second.valid_scores
+    X = data.parts["test"][features]
+    np.testing.assert_array_equal(first.model.predict_proba(X), second.model.predict_proba(X))
+
+
+def test_scaling_is_fitted_on_training_rows_only(prepared) -> None:
+    params, data, features = prepared
+    train = data.parts["train"]
+    model = build("logreg", params.train).fit(train[features], train[LABEL])
+    imputed = train[features].fillna(train[features].median())
+    np.testing.assert_allclose(model.named_steps["scale"].mean_, imputed.mean().to_numpy(), rtol=1e-9)
+    both = pd.concat([train, data.parts["test"]])
+    assert not np.allclose(model.named_steps["scale"].mean_, both[features].mean().to_numpy())
+
+
+def test_the_model_predicts_the_three_documented_classes(prepared) -> None:
+    params, data, features = prepared
+    result = fit(data.parts["train"], data.parts["valid"], features, params.train)
+    assert sorted(int(c) for c in result.model.classes_) == [-1, 0, 1]
+    assert set(np.unique(result.model.predict(data.parts["test"][features]))) <= {-1, 0, 1}
+    assert result.counts["final_fit"] == len(data.parts["train"]) + len(data.parts["valid"])
+
+
+def test_a_single_class_is_refused_naming_where(prepared) -> None:
+    params, data, features = prepared
+    flat = data.parts["train"].assign(**{LABEL: 0})
+    with pytest.raises(ModelError, match=r"labels in my/train\.parquet have a single class \[0\]"):
+        fit(flat, data.parts["valid"], features, params.train, where="my/train.parquet")
+
+
+def test_unknown_cv_metric_is_refused(prepared) -> None:
+    _, data, features = prepared
+    with pytest.raises(ModelError, match="cv_metric"):
+        fit(data.parts["train"], data.parts["valid"], features, small_params(cv_metric="auc").train)
+
+
+def test_selection_follows_the_metric_direction() -> None:
+    a = CandidateResult("a", [{"log_loss": 0.9, "accuracy": 0.5}], "log_loss")
+    b = CandidateResult("b", [{"log_loss": 1.0, "accuracy": 0.6}], "log_loss")
+    assert select({"a": a, "b": b}, "log_loss") == "a"
+    a.metric = b.metric = "accuracy"
+    assert select({"a": a, "b": b}, "accuracy") == "b"
