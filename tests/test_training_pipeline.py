@@ -62,7 +62,8 @@ def promote(project: Project, *args: str, env: dict[str, str] | None = None):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
     project = make_project(tmp_path_factory.mktemp("training") / "project")
-    project.dvc("repro", "promote", timeout=900)
+    # Write bytecode as a developer's machine does: __pycache__ beside the code must not count as a change.
+    project.dvc("repro", "promote", timeout=900, env={"PYTHONDONTWRITEBYTECODE": ""})
     return project
 
 
@@ -94,6 +95,13 @@ def test_default_pipeline_passes_every_gate_and_promotes_to_staging(built: Proje
         assert tag in version.tags, tag
     assert version.tags["data_version"] == train["data_version"]
     assert train["data_version_source"] == "dvc.lock"  # DVC's own hash of the feature store
+
+
+def test_a_second_repro_is_a_no_op(built: Project) -> None:
+    proc = built.dvc("repro", "promote", env={"PYTHONDONTWRITEBYTECODE": ""})
+    assert "Running stage" not in proc.stdout, proc.stdout
+    for stage in ("extract", "validate", "features", "prepare", "train", "evaluate", "gate", "promote"):
+        assert f"Stage '{stage}' didn't change" in proc.stdout, proc.stdout
 
 
 def test_outputs_are_there_and_readable(built: Project) -> None:
