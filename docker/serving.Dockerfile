@@ -37,6 +37,8 @@ RUN groupadd --system --gid 10001 autotrader \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
         --shell /usr/sbin/nologin autotrader
 COPY --from=build /opt/venv /opt/venv
+# params.yaml for the `autotrader deploy …` commands the staging integration Job runs in this image.
+COPY params.yaml /etc/autotrader/params.yaml
 # Read-only root filesystem: every cache and temporary directory points at /tmp (an emptyDir);
 # MLflow downloads models:/ artifacts under TMPDIR. One OpenMP thread: one worker per pod.
 ENV PATH=/opt/venv/bin:$PATH \

@@ -23,6 +23,8 @@ from autotrader.modeling.tracking import (
     finite_metrics,
     flat_params,
     log_model,
+    log_replay_rows,
+    replay_rows,
 )
 from autotrader.params import load_params
 
@@ -102,6 +104,7 @@ def main() -> int:
         summary.update(run_id=run.info.run_id, model_id=model_info.model_id, model_uri=model_info.model_uri)
         mlflow.log_text(render(params, training=summary, prepared=prepared.info), CARD_ARTIFACT)
         mlflow.log_dict(prepared.info, "prepared/splits.json")
+        log_replay_rows(replay_rows(prepared.parts["valid"], features))
 
         with atomic_dir(paths.model) as tmp:  # swapped in last: a failure above leaves the old model
             download_model(model_info.model_uri, tmp)

@@ -329,3 +329,43 @@ def test_integration_against_a_running_server_twice(params: Params, model_dir: P
             assert report["integration_passed"], [c for c in report["checks"] if not c["passed"]]
             assert report["server"] == url
             assert all(".itest-" in i for i in {i.split("/", 1)[1] for i in report["instruments"]})
+
+
+def test_without_a_feature_store_integration_replays_the_bars_recorded_with_the_run(
+    params: Params, model_dir: Path, store: Path, registered: str, tmp_path: Path
+) -> None:
+    """The staging Job's case: the serving image has the registry but no feature store."""
+    from autotrader.modeling.tracking import log_replay_rows, replay_rows
+
+    client = registry.connect(params)
+    experiment = registry.ensure_experiment(params, client=client)
+    estimator = mlflow.sklearn.load_model(str(model_dir))
+    signature = mlflow.models.Model.load(str(model_dir)).signature
+    frame = load_features(None, None, root=store)
+    with mlflow.start_run(experiment_id=experiment):
+        info = mlflow.sklearn.log_model(
+            estimator,
+            name="model",
+            signature=signature,
+            registered_model_name=NAME,
+            skops_trusted_types=HGB_TRUSTED,
+            pip_requirements=pins("mlflow", "scikit-learn", "numpy", "pandas", "skops"),
+        )
+        log_replay_rows(replay_rows(frame, feature_columns(store), bars=5))
+    version = str(info.registered_model_version)
+    no_store = tmp_path / "no-store"
+    with serve(str(model_dir), version=version) as (url, _proc):  # the preview pods run that version
+        assert wait_ready(url).status_code == 200
+        report = run_integration(
+            params,
+            f"models:/{NAME}/{version}",
+            bars=5,
+            url=url,
+            features_root=no_store,
+            report_path=tmp_path / "i.json",
+        )
+    assert report["integration_passed"], [c for c in report["checks"] if not c["passed"]]
+    assert len(report["instruments"]) == frame.groupby(["broker", "symbol"]).ngroups
+    # A version whose run recorded no bars cannot be replayed without a store: a clear refusal.
+    with pytest.raises(DeployError, match=r"replay/bars\.parquet"):
+        run_integration(params, f"models:/{NAME}/{registered}", bars=5, url=url, features_root=no_store)

@@ -374,7 +374,10 @@ def test_staging_is_blue_green_with_integration_tests_before_promotion(rendered)
     template_name = blue_green["prePromotionAnalysis"]["templates"][0]["templateName"]
     job = one(objects, "AnalysisTemplate", template_name)["spec"]["metrics"][0]["provider"]["job"]
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] + container["args"][:2] == ["autotrader", "deploy", "integration"]
+    args = container["args"]
+    assert container["command"] == ["autotrader"] and args[args.index("deploy") + 1] == "integration"
+    # against the preview pods themselves, recorded in the registry
+    assert args[args.index("--url") + 1] == "$(PREVIEW_URL)" and "--record" in args
     assert {"name": "PREVIEW_URL", "value": "{{args.preview-url}}"} in container["env"]
     assert job["spec"]["backoffLimit"] == 0
     assert not find(objects, "VirtualService") and not find(objects, "DestinationRule")

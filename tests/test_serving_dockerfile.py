@@ -139,7 +139,7 @@ def test_dockerignore_is_an_allow_list() -> None:
     ]
     assert lines[0] == "*", "start from excluding everything"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"requirements.lock", "pyproject.toml", "README.md", "src"}
+    assert allowed == {"requirements.lock", "pyproject.toml", "README.md", "src", "params.yaml"}
     # Everything the build stage copies must be allowed in.
     build = parse(DOCKERFILE.read_text())[1][0]
     for arg in build.args("COPY"):

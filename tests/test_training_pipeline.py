@@ -157,7 +157,12 @@ def test_training_run_is_logged_with_lineage(built: Project) -> None:
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5]  # one per fold
     assert "test.sharpe" in run.data.metrics  # evaluate logged to the same run
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"model_card.md", "plots", "evaluate.json"} <= artifacts
+    assert {"model_card.md", "plots", "evaluate.json", "replay"} <= artifacts
+    replay = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="replay/bars.parquet")
+    rows = pd.read_parquet(replay)
+    test_start = read_json(built, "data/prepared/splits.json")["boundaries"]["test_start"]
+    # recorded from the validation split, never the test window
+    assert rows["timestamp"].max() < pd.Timestamp(test_start)
 
 
 def test_champion_is_backtested_on_the_same_window(copy: Project) -> None:

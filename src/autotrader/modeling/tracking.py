@@ -129,6 +129,30 @@ def log_model(model: Any, X: pd.DataFrame, name: str = MODEL_ARTIFACT) -> Logged
     return LoggedModel(run_id=info.run_id, model_id=getattr(info, "model_id", None), model_uri=info.model_uri)
 
 
+REPLAY_ARTIFACT = "replay/bars.parquet"
+REPLAY_COLUMNS: tuple[str, ...] = ("timestamp", "broker", "symbol", "close")
+
+
+def replay_rows(frame: pd.DataFrame, features: list[str], bars: int = 48) -> pd.DataFrame:
+    """The last ``bars`` rows per instrument: the recorded slice integration tests replay through a server.
+
+    Taken from the validation split (never the test window), in timestamp order across instruments.
+    """
+    cols = [*REPLAY_COLUMNS, *features]
+    tail = frame.loc[:, cols].groupby(["broker", "symbol"], sort=True, group_keys=False).tail(bars)
+    return tail.sort_values(["timestamp", "broker", "symbol"], kind="stable").reset_index(drop=True)
+
+
+def log_replay_rows(rows: pd.DataFrame) -> None:
+    """Record the replay slice in the active run, so a registered version carries its own test bars."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(REPLAY_ARTIFACT).name
+        rows.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(REPLAY_ARTIFACT).parent))
+
+
 def download_model(model_uri: str, dest: Path) -> None:
     """Copy a logged model's files into ``dest`` (an empty folder)."""
     import mlflow

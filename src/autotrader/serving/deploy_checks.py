@@ -311,6 +311,35 @@ def replay_slice(root: Path, bars: int) -> pd.DataFrame:
     return frame.sort_values(["timestamp", "broker", "symbol"], kind="stable").reset_index(drop=True)
 
 
+def replay_from_run(candidate: Candidate, bars: int) -> pd.DataFrame:
+    """The slice of bars recorded with the model's training run (``replay/bars.parquet``).
+
+    A registered version carries its own test bars, so the staging pre-promotion Job can replay them
+    against the preview pods with nothing but registry access (no feature store in that image).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from autotrader.modeling.tracking import REPLAY_ARTIFACT
+
+    if candidate.name is None or candidate.version is None:
+        raise DeployError(f"{candidate.given}: no feature store to replay from, and not a registry model")
+    from autotrader import registry
+
+    run_id = registry.get_version(candidate.name, candidate.version).run_id
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=REPLAY_ARTIFACT, tracking_uri=candidate.tracking_uri
+        )
+    except (MlflowException, OSError) as exc:
+        raise DeployError(
+            f"{candidate.uri}: no feature store here and run {run_id} has no {REPLAY_ARTIFACT}: {exc}"
+        ) from exc
+    frame = pd.read_parquet(local)
+    frame = frame.groupby(["broker", "symbol"], sort=True, group_keys=False).tail(bars)
+    return frame.sort_values(["timestamp", "broker", "symbol"], kind="stable").reset_index(drop=True)
+
+
 def golden_instances(
     model: LoadedModel, features_root: Path | None, per_instrument: int = 8
 ) -> list[dict[str, Any]]:
@@ -676,7 +705,10 @@ def run_integration(
     if record and not model_uri.startswith("models:/"):
         raise DeployError(f"--record needs a registry model (models:/<name>/<version>), not {model_uri}")
     candidate = resolve_candidate(params, model_uri)
-    replay = replay_slice(features_root, bars)
+    if (features_root / "_metadata.json").is_file():
+        replay = replay_slice(features_root, bars)
+    else:
+        replay = replay_from_run(candidate, bars)
     if url is not None:
         suffix = f".itest-{os.urandom(3).hex()}"
         replay = replay.assign(symbol=replay["symbol"].astype(str) + suffix)
