@@ -239,3 +239,19 @@ def test_cli_rollback_and_finalize(repo, params, tmp_path, capsys) -> None:
         check=True,
     )
     assert proc.stdout.splitlines()[0].split(" ", 1)[1].startswith("rollback(staging)")
+
+
+def test_rollback_to_a_version_this_registry_lacks_restores_the_pin_and_leaves_aliases(repo, params) -> None:
+    """Git history decides what ran before; a registry that does not know it (a laptop's) must not block."""
+    pin = pin_path("staging", repo)
+    pin.write_text(f"MODEL_URI=models:/{NAME}/42\nMODEL_VERSION=42\n")  # what the cluster's registry ran
+    git(repo, "commit", "-q", "-am", "pinned by another registry")
+    registry.set_alias(NAME, registry.STAGING, 2)
+    promote_to_env(params, "staging", commit=True, repo=repo)
+    assert read_pin(pin).version == "2"
+    back = rollback_env(params, "staging", repo=repo)
+    assert (back.version, back.previous, back.alias_moved) == ("42", "2", None)
+    assert read_pin(pin).version == "42"
+    assert changed_files(repo, back.commit) == ["rollouts/overlays/staging/model.env"]
+    assert "not in this registry" in git(repo, "log", "-1", "--format=%B")
+    assert registry.version_for_alias(NAME, registry.STAGING) == "2"  # left alone, with a warning

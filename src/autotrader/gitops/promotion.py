@@ -16,7 +16,8 @@ from typing import Any
 
 from autotrader import registry
 from autotrader.atomic import write_bytes
-from autotrader.errors import DeployError, PromotionRefused
+from autotrader.console import console
+from autotrader.errors import DeployError, PromotionRefused, RegistryError
 from autotrader.gitops import git as gitops_git
 from autotrader.gitops.kustomize import overlay_dir, render
 from autotrader.gitops.pins import Pin, make_pin, parse_pin, pin_path, read_pin
@@ -207,6 +208,10 @@ def rollback_env(
     The previous version comes from the pin file's git history. The alias of the environment
     (``staging``, or ``champion`` for production) is moved back only if it points at the version
     being rolled back (a production canary that was never finalized left ``champion`` alone).
+
+    Git history is the authority on what ran before: if the registry this command talks to does not
+    know that version (a laptop's sqlite registry next to a cluster's server), the pin is still
+    restored — an incident must not wait on it — and the aliases are left alone, with a warning.
     """
     repo = Path(repo)
     path = pin_path(env, repo)
@@ -220,21 +225,33 @@ def rollback_env(
         )
     target = make_pin(current.name, stack[-2])
     client = registry.connect(params)
-    registry.get_version(current.name, target.version, client=client)  # it must still exist
+    try:
+        registry.get_version(current.name, target.version, client=client)
+        known = True
+    except RegistryError:
+        known = False
+        console.print(
+            f"[yellow]warning:[/] version {target.version} of {current.name!r} is not in "
+            f"{registry.tracking_uri(params)}: restoring the pin from git history and leaving the aliases "
+            "alone (is MLFLOW_TRACKING_URI the cluster's registry?)"
+        )
     original = path.read_bytes()
     _write_checked(path, target, schema_dir)
     sha = None
     if commit:
         try:
             body = [f"rolled back from version {current.version}"]
-            body += _describe_version(current.name, target.version, client)
+            if known:
+                body += _describe_version(current.name, target.version, client)
+            else:
+                body.append(f"version {target.version} is not in this registry; restored from git history")
             sha = gitops_git.commit_file(path, _message("rollback", env, target, current.version, body))
         except BaseException:
             write_bytes(path, original)
             raise
     alias = ENV_ALIAS[env]
     moved = None
-    if registry.version_for_alias(current.name, alias, client=client) == current.version:
+    if known and registry.version_for_alias(current.name, alias, client=client) == current.version:
         registry.set_alias(current.name, alias, target.version, client=client)
         moved = f"{alias}: {current.version} → {target.version}"
     return PinChange(env, "rollback", target.version, current.version, path, True, sha, moved)
