@@ -6,6 +6,7 @@ units where the broker gives one (Oanda, the simulator) and null where it does n
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 BAR_COLUMNS: tuple[str, ...] = (
@@ -43,3 +44,34 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
     out["broker"] = out["broker"].astype(object)
     out["symbol"] = out["symbol"].astype(object)
     return out.reset_index(drop=True)
+
+
+def interval_alias(interval: pd.Timedelta) -> str:
+    """``7min`` rather than ``0 days 00:07:00`` in messages."""
+    return pd.tseries.frequencies.to_offset(interval).freqstr
+
+
+def bars_from_columns(
+    broker: str,
+    symbol: str,
+    timestamps: pd.DatetimeIndex,
+    ohlcv: np.ndarray,
+    spread: np.ndarray | float = np.nan,
+) -> pd.DataFrame:
+    """Bars from a broker's rows: an (n, 5) float array of open, high, low, close, volume."""
+    if len(timestamps) == 0:
+        return empty_bars()
+    frame = pd.DataFrame(
+        {
+            "timestamp": timestamps,
+            "broker": broker,
+            "symbol": symbol,
+            "open": ohlcv[:, 0],
+            "high": ohlcv[:, 1],
+            "low": ohlcv[:, 2],
+            "close": ohlcv[:, 3],
+            "volume": ohlcv[:, 4],
+            "spread": spread,
+        }
+    )
+    return conform(frame)

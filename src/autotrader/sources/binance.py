@@ -20,7 +20,7 @@ import pandas as pd
 
 from autotrader.errors import ConfigError
 from autotrader.params import Instrument, LiveParams
-from autotrader.schema import conform, empty_bars
+from autotrader.schema import bars_from_columns, empty_bars, interval_alias
 from autotrader.sources.http import JsonClient
 
 KLINES_PATH = "/api/v3/klines"
@@ -47,17 +47,12 @@ INTERVALS: dict[pd.Timedelta, str] = {
 }
 
 
-def _alias(interval: pd.Timedelta) -> str:
-    """``7min`` rather than ``0 days 00:07:00`` in messages."""
-    return pd.tseries.frequencies.to_offset(interval).freqstr
-
-
 def binance_interval(interval: pd.Timedelta) -> str:
     try:
         return INTERVALS[interval]
     except KeyError as exc:
         raise ConfigError(
-            f"data.interval {_alias(interval)} has no Binance kline interval; use one of "
+            f"data.interval {interval_alias(interval)} has no Binance kline interval; use one of "
             f"{', '.join(INTERVALS.values())}"
         ) from exc
 
@@ -150,22 +145,8 @@ class BinanceSource:
         if not rows:
             return empty_bars()
         arr = np.asarray(rows, dtype="float64")
-        frame = pd.DataFrame(
-            {
-                "timestamp": pd.to_datetime(
-                    np.asarray([r[0] for r in rows], dtype="int64"), unit="ms", utc=True
-                ),
-                "broker": instrument.broker,
-                "symbol": instrument.symbol,
-                "open": arr[:, 1],
-                "high": arr[:, 2],
-                "low": arr[:, 3],
-                "close": arr[:, 4],
-                "volume": arr[:, 5],
-                "spread": np.nan,
-            }
-        )
-        return conform(frame)
+        stamps = pd.to_datetime(np.asarray([r[0] for r in rows], dtype="int64"), unit="ms", utc=True)
+        return bars_from_columns(instrument.broker, instrument.symbol, stamps, arr[:, 1:6])
 
     def close(self) -> None:
         self.client.close()

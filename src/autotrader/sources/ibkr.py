@@ -22,7 +22,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from autotrader.errors import ConfigError, SourceError
 from autotrader.params import Instrument, LiveParams
-from autotrader.schema import conform, empty_bars
+from autotrader.schema import bars_from_columns, empty_bars, interval_alias
 
 # bar interval → (barSizeSetting, durationStr, how far one request reaches back)
 BAR_SIZES: dict[pd.Timedelta, tuple[str, str, pd.Timedelta]] = {
@@ -59,17 +59,12 @@ class _Retryable(Exception):
     pass
 
 
-def _alias(interval: pd.Timedelta) -> str:
-    """``7min`` rather than ``0 days 00:07:00`` in messages."""
-    return pd.tseries.frequencies.to_offset(interval).freqstr
-
-
 def ibkr_bar_size(interval: pd.Timedelta) -> tuple[str, str, pd.Timedelta]:
     try:
         return BAR_SIZES[interval]
     except KeyError as exc:
         raise ConfigError(
-            f"data.interval {_alias(interval)} has no IBKR bar size; use one of "
+            f"data.interval {interval_alias(interval)} has no IBKR bar size; use one of "
             f"{', '.join(size for size, _, _ in BAR_SIZES.values())}"
         ) from exc
 
@@ -234,17 +229,5 @@ class IbkrSource:
             return empty_bars()
         stamps = sorted(rows)
         values = np.asarray([rows[t] for t in stamps], dtype="float64")
-        frame = pd.DataFrame(
-            {
-                "timestamp": pd.DatetimeIndex(stamps).as_unit("ns"),
-                "broker": instrument.broker,
-                "symbol": instrument.symbol,
-                "open": values[:, 0],
-                "high": values[:, 1],
-                "low": values[:, 2],
-                "close": values[:, 3],
-                "volume": values[:, 4],
-                "spread": np.nan,
-            }
-        )
-        return conform(frame)
+        index = pd.DatetimeIndex(stamps).as_unit("ns")
+        return bars_from_columns(instrument.broker, instrument.symbol, index, values)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from autotrader.errors import ConfigError, SourceError
 from autotrader.params import Instrument, LiveParams
-from autotrader.schema import conform, empty_bars
+from autotrader.schema import bars_from_columns, empty_bars, interval_alias
 from autotrader.sources.http import JsonClient
 
 TOKEN_ENV = "OANDA_API_TOKEN"
@@ -49,17 +49,12 @@ GRANULARITIES: dict[pd.Timedelta, str] = {
 Candle = tuple[pd.Timestamp, float, float, float, float, float, float]
 
 
-def _alias(interval: pd.Timedelta) -> str:
-    """``7min`` rather than ``0 days 00:07:00`` in messages."""
-    return pd.tseries.frequencies.to_offset(interval).freqstr
-
-
 def oanda_granularity(interval: pd.Timedelta) -> str:
     try:
         return GRANULARITIES[interval]
     except KeyError as exc:
         raise ConfigError(
-            f"data.interval {_alias(interval)} has no Oanda granularity; use one of {', '.join(GRANULARITIES.values())}"
+            f"data.interval {interval_alias(interval)} has no Oanda granularity; use one of {', '.join(GRANULARITIES.values())}"
         ) from exc
 
 
@@ -151,20 +146,8 @@ class OandaSource:
         if not rows:
             return empty_bars()
         values = np.asarray([r[1:] for r in rows], dtype="float64")
-        frame = pd.DataFrame(
-            {
-                "timestamp": pd.DatetimeIndex([r[0] for r in rows]).as_unit("ns"),
-                "broker": instrument.broker,
-                "symbol": instrument.symbol,
-                "open": values[:, 0],
-                "high": values[:, 1],
-                "low": values[:, 2],
-                "close": values[:, 3],
-                "volume": values[:, 4],
-                "spread": values[:, 5],
-            }
-        )
-        return conform(frame)
+        stamps = pd.DatetimeIndex([r[0] for r in rows]).as_unit("ns")
+        return bars_from_columns(instrument.broker, instrument.symbol, stamps, values[:, :5], values[:, 5])
 
     def close(self) -> None:
         self.client.close()
