@@ -6,6 +6,7 @@ src/) into a temporary folder, so parallel tests and a developer's own outputs n
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -31,6 +32,15 @@ def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """Every file under ``root`` by relative path → sha256: "byte-for-byte unchanged" in one comparison."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def set_param(params: dict[str, Any], dotted: str, value: Any) -> None:

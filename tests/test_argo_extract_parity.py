@@ -8,7 +8,6 @@ copy of the project (simulated market, a two-day window).
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from autotrader.params import BROKERS
+from tests.conftest import tree_hashes
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -31,14 +31,6 @@ SMALL = {
         {"broker": "ibkr", "symbol": "SPY"},
     ],
 }
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_per_broker_extraction_then_dvc_commit_equals_dvc_repro_extract(project, tmp_path: Path) -> None:
@@ -66,7 +58,7 @@ def test_per_broker_extraction_then_dvc_commit_equals_dvc_repro_extract(project,
     # The `extract` step: the union of the workspaces, recorded by DVC without running the stage.
     for out in workspaces:
         shutil.copytree(out, project.root, dirs_exist_ok=True)
-    union = tree(raw)
+    union = tree_hashes(raw)
     project.dvc("commit", "--force", "extract")
     status = project.dvc("status", "extract")
     assert "up to date" in status.stdout, status.stdout
@@ -74,7 +66,7 @@ def test_per_broker_extraction_then_dvc_commit_equals_dvc_repro_extract(project,
     # What `dvc repro extract` writes from scratch is the same tree, byte for byte.
     shutil.rmtree(raw)
     project.dvc("repro", "--force", "--single-item", "extract")
-    assert tree(raw) == union
+    assert tree_hashes(raw) == union
     assert len(union) == 2 * len(SMALL["data.instruments"])  # two days per instrument
 
 

@@ -11,7 +11,6 @@ what ``dvc repro`` would run (features only after validate succeeded), minus DVC
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import runpy
@@ -25,7 +24,7 @@ import pytest
 
 from autotrader.params import Instrument
 from autotrader.sources.sim import SimulatedMarket
-from tests.conftest import Project, make_project
+from tests.conftest import Project, make_project, tree_hashes
 
 pytestmark = [pytest.mark.xdist_group("corrupt"), pytest.mark.slow]
 
@@ -54,14 +53,6 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
     frame.to_csv(path, index=False)
 
 
-def _tree_hashes(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, pd.DataFrame, dict[str, str]]:
     """The project after one clean ``dvc repro features``, the clean bars, and the store's file hashes."""
@@ -71,7 +62,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, pd.DataFra
     _write_csv(project.root / CSV, bars)
     project.dvc("repro", "features")
     assert json.loads((project.root / "metrics" / "validation.json").read_text())["success"] is True
-    hashes = _tree_hashes(project.root / "data" / "features")
+    hashes = tree_hashes(project.root / "data" / "features")
     assert hashes, "the clean run built no feature store"
     return project, bars, hashes
 
@@ -210,7 +201,7 @@ def test_corrupt_file_is_refused_and_the_store_is_untouched(
         (project.root / CSV).write_bytes(b"")
     else:
         _write_csv(project.root / CSV, corrupt(bars.copy()))
-    raw_before = _tree_hashes(project.root / "data" / "raw")
+    raw_before = tree_hashes(project.root / "data" / "raw")
 
     if refused_by == "dvc":
         proc = project.dvc("repro", "features", check=False)
@@ -227,9 +218,9 @@ def test_corrupt_file_is_refused_and_the_store_is_untouched(
     for word in words:
         assert word in flat, f"{word!r} not in: {flat}"
     assert "Traceback" not in output
-    assert _tree_hashes(project.root / "data" / "features") == store_hashes
+    assert tree_hashes(project.root / "data" / "features") == store_hashes
     if refused_by == "extract":  # the old raw bars are kept as they were
-        assert _tree_hashes(project.root / "data" / "raw") == raw_before
+        assert tree_hashes(project.root / "data" / "raw") == raw_before
     else:  # the evidence is written and says so, which also stops the features stage
         verdict = json.loads((project.root / "metrics" / "validation.json").read_text())
         assert verdict["success"] is False

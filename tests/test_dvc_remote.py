@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import tree_hashes
 from tests.s3server import S3Server, s3_bucket_fixture, s3_server_fixture  # noqa: F401
 from tests.test_archive import write_sim_raw
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("s3")]
 
 
-def _tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 def test_dvc_push_and_pull_through_an_s3_remote(project, s3_server: S3Server, s3_bucket: str) -> None:
     # Real bars (simulated market, raw-store layout) tracked as external history, as a team would
     # `dvc add` broker exports under data/external for the files source.
     raw = write_sim_raw(project.root / "data" / "external" / "history", days=2)
-    original = _tree(raw)
+    original = tree_hashes(raw)
     assert len(original) >= 4
 
     # The README recipe: a default S3 remote, the endpoint in config, credentials only in the env.
@@ -46,4 +37,4 @@ def test_dvc_push_and_pull_through_an_s3_remote(project, s3_server: S3Server, s3
     shutil.rmtree(raw)
 
     project.dvc("pull", "data/external/history.dvc", env=env)
-    assert _tree(raw) == original
+    assert tree_hashes(raw) == original

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import runpy
 from pathlib import Path
@@ -16,6 +15,7 @@ from autotrader.errors import SourceError
 from autotrader.params import Instrument
 from autotrader.sources.binance import KLINES_PATH
 from autotrader.sources.sim import SimulatedMarket
+from tests.conftest import tree_hashes
 from tests.test_sources_binance import FakeBinance, make_klines
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,14 +30,6 @@ SMALL = {
         {"broker": "ibkr", "symbol": "SPY"},
     ],
 }
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_extract_twice_gives_byte_identical_files(project) -> None:
