@@ -73,6 +73,14 @@ def model_dir(workdir: Path, store: Path) -> Path:
 @pytest.fixture(scope="module")
 def registered(params: Params, model_dir: Path) -> str:
     """Version 1 of the registered model: the folder model logged through a run."""
+    assert register_folder_model(params, model_dir) == "1"
+    return "1"
+
+
+def register_folder_model(params: Params, model_dir: Path, replay: pd.DataFrame | None = None) -> str:
+    """Log the folder model through a run (with a recorded replay slice, if given) and register it."""
+    from autotrader.modeling.tracking import log_replay_rows
+
     client = registry.connect(params)
     experiment = registry.ensure_experiment(params, client=client)
     estimator = mlflow.sklearn.load_model(str(model_dir))
@@ -86,8 +94,9 @@ def registered(params: Params, model_dir: Path) -> str:
             skops_trusted_types=HGB_TRUSTED,
             pip_requirements=pins("mlflow", "scikit-learn", "numpy", "pandas", "skops"),
         )
-    assert info.registered_model_version == 1
-    return "1"
+        if replay is not None:
+            log_replay_rows(replay)
+    return str(info.registered_model_version)
 
 
 # ------------------------------------------------------------------------------------- pure rules
@@ -335,24 +344,10 @@ def test_without_a_feature_store_integration_replays_the_bars_recorded_with_the_
     params: Params, model_dir: Path, store: Path, registered: str, tmp_path: Path
 ) -> None:
     """The staging Job's case: the serving image has the registry but no feature store."""
-    from autotrader.modeling.tracking import log_replay_rows, replay_rows
+    from autotrader.modeling.tracking import replay_rows
 
-    client = registry.connect(params)
-    experiment = registry.ensure_experiment(params, client=client)
-    estimator = mlflow.sklearn.load_model(str(model_dir))
-    signature = mlflow.models.Model.load(str(model_dir)).signature
     frame = load_features(None, None, root=store)
-    with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.sklearn.log_model(
-            estimator,
-            name="model",
-            signature=signature,
-            registered_model_name=NAME,
-            skops_trusted_types=HGB_TRUSTED,
-            pip_requirements=pins("mlflow", "scikit-learn", "numpy", "pandas", "skops"),
-        )
-        log_replay_rows(replay_rows(frame, feature_columns(store), bars=5))
-    version = str(info.registered_model_version)
+    version = register_folder_model(params, model_dir, replay_rows(frame, feature_columns(store), bars=5))
     no_store = tmp_path / "no-store"
     with serve(str(model_dir), version=version) as (url, _proc):  # the preview pods run that version
         assert wait_ready(url).status_code == 200
