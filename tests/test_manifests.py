@@ -8,6 +8,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -157,13 +158,31 @@ def test_schema_dir_lookup_order(tmp_path, monkeypatch) -> None:
 def test_fetch_script_downloads_the_files_and_commits_of_sources_md() -> None:
     script = REPO / "scripts" / "fetch_schemas.sh"
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
-    text = script.read_text()
+    text = script.read_text() + (REPO / "scripts" / "split_istio_crds.py").read_text()
     sources = (SCHEMAS / "SOURCES.md").read_text()
     for commit in re.findall(r"\b[0-9a-f]{40}\b", sources):
         assert commit in text
     for path in REQUIRED_FILES:
         assert Path(path).name in text
         assert (SCHEMAS / path).is_file()
+
+
+def test_istio_bundle_split_gives_back_the_shared_files_byte_for_byte(tmp_path) -> None:
+    """fetch_schemas.sh downloads Istio's crd-all.gen.yaml; the split must reproduce ../shared's files."""
+    names = sorted((SCHEMAS / "istio").glob("*-crd.yaml"))
+    other = (
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gateways.x\n"
+    )
+    bundle = tmp_path / "crd-all.gen.yaml"
+    bundle.write_text("---\n".join([other, *(p.read_text() for p in names)]))
+    script = REPO / "scripts" / "split_istio_crds.py"
+    subprocess.run([sys.executable, str(script), str(bundle)], check=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in names]
+    for path in names:
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes()
+    bundle.write_text(other)
+    failed = subprocess.run([sys.executable, str(script), str(bundle)], capture_output=True, text=True)
+    assert failed.returncode != 0 and "virtualservices.networking.istio.io" in failed.stderr
 
 
 # --- pod security ----------------------------------------------------------------------------------

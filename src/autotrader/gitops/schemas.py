@@ -9,9 +9,9 @@ A CRD's ``openAPIV3Schema`` says nothing about unknown fields, so every object s
 ``x-kubernetes-preserve-unknown-fields`` is closed here (``additionalProperties: false``). The other
 ``x-kubernetes-*`` keys are annotations and are left to jsonschema, which ignores them.
 
-Kinds with no upstream schema available (Istio's VirtualService and DestinationRule) are listed in
-``UNSCHEMED_KINDS``; ``autotrader.gitops.policy.check_references`` cross-checks them against the
-Rollout instead. Any other kind is an error: nothing passes unvalidated by accident.
+Istio's networking and security kinds and prometheus-operator's monitoring kinds are CRDs too, checked the
+same way (``autotrader.gitops.policy.check_references`` additionally cross-checks the Istio routes against
+the Rollout). Any other kind is an error: nothing passes unvalidated by accident.
 
 The orchestration code validates its Argo Workflows objects with the same ``validate_objects``.
 """
@@ -43,15 +43,24 @@ CRD_FILES: dict[tuple[str, str], str] = {
     ("argoproj.io", "AnalysisRun"): "argo-rollouts/analysis-run-crd.yaml",
     ("argoproj.io", "Application"): "argo-cd/application-crd.yaml",
     ("argoproj.io", "AppProject"): "argo-cd/appproject-crd.yaml",
+    ("networking.istio.io", "VirtualService"): "istio/virtualservice-crd.yaml",
+    ("networking.istio.io", "DestinationRule"): "istio/destinationrule-crd.yaml",
+    ("security.istio.io", "AuthorizationPolicy"): "istio/authorizationpolicy-crd.yaml",
+    ("security.istio.io", "PeerAuthentication"): "istio/peerauthentication-crd.yaml",
+    (
+        "monitoring.coreos.com",
+        "ServiceMonitor",
+    ): "prometheus-operator/monitoring.coreos.com_servicemonitors.yaml",
+    ("monitoring.coreos.com", "PodMonitor"): "prometheus-operator/monitoring.coreos.com_podmonitors.yaml",
+    (
+        "monitoring.coreos.com",
+        "PrometheusRule",
+    ): "prometheus-operator/monitoring.coreos.com_prometheusrules.yaml",
 }
 # Argo Workflows publishes one JSON schema with a definition per kind.
 WORKFLOWS_FILE = "argo-workflows/schema.json"
 WORKFLOW_KINDS: frozenset[str] = frozenset(
     {"Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate", "CronWorkflow", "WorkflowEventBinding"}
-)
-# Kinds whose upstream schema is not in the schema folder; checked by cross-reference instead.
-UNSCHEMED_KINDS: frozenset[tuple[str, str]] = frozenset(
-    {("networking.istio.io", "VirtualService"), ("networking.istio.io", "DestinationRule")}
 )
 # The files a schema folder must hold (what scripts/fetch_schemas.sh downloads).
 REQUIRED_FILES: tuple[str, ...] = (*sorted(set(CRD_FILES.values())), WORKFLOWS_FILE)
@@ -121,6 +130,10 @@ def _crd_schema(path: str, version: str) -> dict[str, Any]:
             schema = strict(entry["schema"]["openAPIV3Schema"])
             # metadata is `type: object` in a CRD; it is checked against ObjectMeta separately.
             schema.get("properties", {}).pop("metadata", None)
+            # apiVersion and kind are TypeMeta, which the API server accepts on every object; some CRDs
+            # (Istio's) list only spec and status, so the closed schema would refuse them.
+            for key in ("apiVersion", "kind"):
+                schema.setdefault("properties", {}).setdefault(key, {"type": "string"})
             if "metadata" in schema.get("required", []):
                 schema["required"] = [r for r in schema["required"] if r != "metadata"]
             return schema
@@ -196,8 +209,6 @@ def validate_object(obj: Mapping[str, Any], schema_dir: str | os.PathLike[str]) 
             "definitions": document["definitions"],
         }
         return _errors(jsonschema.Draft7Validator(schema), obj, label)
-    if (group, kind) in UNSCHEMED_KINDS:
-        return []
     if group and "." in group and not group.endswith(".k8s.io"):
         return [Problem(label, "", f"no upstream schema known for {api_version} {kind}")]
     return _core_problems(obj, label)
