@@ -48,6 +48,7 @@ class SimParams(_Strict):
     seed: int = 7
     signal_strength: float = Field(default=4.0, ge=0.0)
     epoch: str = "2026-01-01"  # the simulated market begins here; bars after it never depend on the window
+    regime_switching: bool = True  # false: calm volatility throughout (the health false-alarm bench)
 
     @property
     def epoch_ts(self) -> pd.Timestamp:

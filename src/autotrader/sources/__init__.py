@@ -28,7 +28,10 @@ def source_for(data: DataParams) -> BarSource:
         from autotrader.sources.sim import SimulatedMarket
 
         return SimulatedMarket(
-            seed=data.sim.seed, signal_strength=data.sim.signal_strength, epoch=data.sim.epoch_ts
+            seed=data.sim.seed,
+            signal_strength=data.sim.signal_strength,
+            epoch=data.sim.epoch_ts,
+            regime_switching=data.sim.regime_switching,
         )
     if data.source == "files":
         from autotrader.sources.files import FileSource

@@ -93,11 +93,18 @@ class SimulatedMarket:
     """Seeded bars for any instrument on its broker's calendar; same params, same bars, byte for byte."""
 
     def __init__(
-        self, seed: int = 7, signal_strength: float = 1.0, epoch: pd.Timestamp = DEFAULT_EPOCH
+        self,
+        seed: int = 7,
+        signal_strength: float = 1.0,
+        epoch: pd.Timestamp = DEFAULT_EPOCH,
+        regime_switching: bool = True,
     ) -> None:
         self.seed = seed
         self.signal_strength = signal_strength
         self.epoch = epoch
+        # False: the calm regime throughout (a market with no regime change, for the health
+        # false-alarm bench). The regime stream is not drawn; every other stream is unchanged.
+        self.regime_switching = regime_switching
 
     def fetch(
         self, instrument: Instrument, start: pd.Timestamp, end: pd.Timestamp, interval: pd.Timedelta
@@ -125,7 +132,7 @@ class SimulatedMarket:
 
         # Per-bar σ from annual vol on calendar time, so a 24/5 market's bar is as risky as a 24/7 one's.
         base_sigma = spec.annual_vol * np.sqrt(interval / _YEAR)
-        regime = _regimes(regime_rng, n)
+        regime = _regimes(regime_rng, n) if self.regime_switching else np.zeros(n, dtype=np.int64)
         sigma = base_sigma * REGIME_VOL[regime]
 
         flow = _ar1(flow_rng.standard_normal(n), FLOW_PERSISTENCE)
