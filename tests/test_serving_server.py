@@ -6,17 +6,28 @@ A healthy model served by a real process is exercised end to end by the deploy i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.test_serving_support import (
     BIN,
+    feature_columns,
+    instance,
     serve,
     server_env,
+    simulated_features,
+    train_model,
+    wait_ready,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving-server")]
@@ -54,3 +65,176 @@ def test_serve_without_model_uri_is_a_config_error() -> None:
     )
     assert proc.returncode == 2
     assert "MODEL_URI" in proc.stderr
+
+
+# ------------------------------------------------------------------ misbehaving clients on real sockets
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_model(tmp_path_factory.mktemp("model") / "model", simulated_features(days=4))
+
+
+@pytest.fixture(scope="module")
+def good_body() -> bytes:
+    frame = simulated_features(days=2)
+    cols = feature_columns(frame)
+    return json.dumps({"instances": [instance(frame.dropna(subset=cols).iloc[-1], cols)]}).encode()
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def _head(length: int, path: str = "/predict") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def _requests(url: str, route: str = "/predict") -> dict[str, float]:
+    """``autotrader_requests_total`` of one route by status, parsed with prometheus_client's parser."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text):
+        for s in family.samples:
+            if s.name == "autotrader_requests_total" and s.labels["route"] == route:
+                out[s.labels["status"]] = out.get(s.labels["status"], 0) + s.value
+    return out
+
+
+def _metric(url: str, name: str, **labels: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_clients_disconnecting_mid_body_are_499_not_server_errors(
+    model_dir: Path, good_body: bytes, tmp_path: Path
+) -> None:
+    """100 clients send the headers and half the body, then hang up: 100 × 499, no 5xx, no traceback."""
+    log = tmp_path / "server.log"
+    with serve(str(model_dir), log_path=log) as (url, _proc):
+        assert wait_ready(url).status_code == 200
+        for _ in range(100):
+            with socket.create_connection(("127.0.0.1", _port(url)), timeout=5) as sock:
+                sock.sendall(_head(len(good_body)) + good_body[: len(good_body) // 2])
+                time.sleep(0.005)  # the server has started reading the body when the client leaves
+        assert _wait_for(lambda: sum(_requests(url).values()) >= 100), _requests(url)
+        counts = _requests(url)
+        assert counts == {"499": 100}, counts
+        # The server is fine, and a complete request is a plain 200.
+        response = httpx.post(f"{url}/predict", content=good_body, timeout=10)
+        assert response.status_code == 200, response.text
+        assert _requests(url) == {"499": 100, "200": 1}
+    text = log.read_text()
+    assert "Traceback" not in text and "Exception in ASGI application" not in text, text[-3000:]
+
+
+async def _slow_client(
+    port: int, payload: bytes, interval: float, give_up: float, head: int = 0
+) -> tuple[bytes | None, float]:
+    """Send the first ``head`` bytes of ``payload`` at once, then the rest one byte every ``interval``
+    s; return (what the server answered first, seconds).
+
+    ``None``: the server still held the connection after ``give_up`` s (a slow sender not cut off).
+    ``b""``: the server closed without a word.
+    """
+    started = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return b"connect refused", time.monotonic() - started
+    writer.write(payload[:head])
+
+    async def drip() -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            for byte in payload[head:]:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(interval)
+
+    dripper = asyncio.create_task(drip())
+    try:
+        data: bytes | None = await asyncio.wait_for(reader.read(64), give_up)
+    except TimeoutError:
+        data = None
+    except (OSError, ConnectionError):
+        data = b""
+    finally:
+        dripper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dripper
+        writer.close()
+        with contextlib.suppress(OSError, ConnectionError):
+            await writer.wait_closed()
+    return data, time.monotonic() - started
+
+
+def _outcome(data: bytes | None) -> str:
+    if data is None:
+        return "held"
+    return data[9:12].decode() if data.startswith(b"HTTP/1.1 ") else "closed"
+
+
+def test_two_thousand_slow_senders_are_cut_off(model_dir: Path) -> None:
+    """2,000 loopback connections trickle their headers a byte a second: the cap answers 503 at once,
+    the header deadline answers 408; none is held, and the server still answers afterwards."""
+    header_timeout, cap, n = 2.0, 500, 2000
+    env = {"REQUEST_HEADER_TIMEOUT_S": str(header_timeout), "MAX_CONNECTIONS": str(cap)}
+    payload = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"x" * 200 + b"\r\n\r\n"
+
+    async def flood(port: int) -> list[tuple[bytes | None, float]]:
+        return await asyncio.gather(
+            *(_slow_client(port, payload, 1.0, give_up=header_timeout + 20) for _ in range(n))
+        )
+
+    with serve(str(model_dir), env=env) as (url, proc):
+        assert wait_ready(url).status_code == 200
+        results = asyncio.run(flood(_port(url)))
+        outcomes = [_outcome(d) for d, _ in results]
+        tally = {k: outcomes.count(k) for k in sorted(set(outcomes))}
+        assert tally.get("held", 0) == 0, tally
+        assert set(tally) <= {"408", "503"}, tally
+        assert tally.get("408", 0) >= 1 and tally.get("503", 0) >= 1, tally
+        cut = [s for (d, s), o in zip(results, outcomes, strict=True) if o == "408"]
+        assert min(cut) >= header_timeout * 0.9  # cut by the deadline, not by accident
+        assert proc.poll() is None
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        assert _metric(url, "autotrader_connections_refused_total", reason="header_timeout") == tally["408"]
+        assert _metric(url, "autotrader_connections_refused_total", reason="connection_limit") == tally["503"]
+
+
+def test_a_body_trickled_slower_than_its_deadline_is_a_counted_408(model_dir: Path, good_body: bytes) -> None:
+    env = {"REQUEST_BODY_TIMEOUT_S": "1.5", "REQUEST_HEADER_TIMEOUT_S": "30"}
+
+    async def trickle(port: int) -> list[tuple[bytes | None, float]]:
+        payload = _head(len(good_body)) + good_body
+        # headers at once, then the body a byte every 0.25 s (it would take minutes)
+        return await asyncio.gather(
+            *(
+                _slow_client(port, payload, 0.25, give_up=20, head=len(payload) - len(good_body))
+                for _ in range(20)
+            )
+        )
+
+    with serve(str(model_dir), env=env) as (url, _proc):
+        assert wait_ready(url).status_code == 200
+        results = asyncio.run(trickle(_port(url)))
+        assert [_outcome(d) for d, _ in results] == ["408"] * 20
+        assert all(s >= 1.5 for _, s in results)
+        assert _requests(url) == {"408": 20}
+        assert httpx.post(f"{url}/predict", content=good_body, timeout=10).status_code == 200

@@ -191,14 +191,21 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 @contextlib.contextmanager
 def serve(
-    model_uri: str, env: dict[str, str] | None = None, version: str | None = None
+    model_uri: str,
+    env: dict[str, str] | None = None,
+    version: str | None = None,
+    log_path: Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``autotrader serve`` in a subprocess on a free loopback port; yields (base URL, process)."""
+    """``autotrader serve`` in a subprocess on a free loopback port; yields (base URL, process).
+
+    ``log_path``: where the server's output goes (a test that reads the log); else a temporary file.
+    """
     port = free_port()
     extra = {"MODEL_URI": model_uri, **(env or {})}
     if version:
         extra["MODEL_VERSION"] = version
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finally; a file, so a chatty server never blocks
+    # closed in finally; a file, so a chatty server never blocks
+    log = log_path.open("w+b") if log_path is not None else tempfile.TemporaryFile()  # noqa: SIM115
     proc = subprocess.Popen(
         [str(BIN / "autotrader"), "serve", "--port", str(port), "--log-level", "warning"],
         env=server_env(extra),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+from typing import Any
 
 from autotrader.errors import ConfigError
 
@@ -16,8 +18,16 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from autotrader.serving import ServerConfig, create_app
+    from autotrader.serving.protocol import uvicorn_options
 
     config = ServerConfig.from_env(model_uri=args.model_uri, model_version=args.model_version)
+    overrides = {
+        "header_timeout_s": args.header_timeout,
+        "body_timeout_s": args.body_timeout,
+        "max_connections": args.max_connections,
+        "max_clock_skew_s": args.max_clock_skew,
+    }
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if not config.model_uri:
         raise ConfigError("no model to serve: set MODEL_URI (models:/<name>/<version> or a model folder)")
     logging.basicConfig(
@@ -36,6 +46,8 @@ def _serve(args: argparse.Namespace) -> int:
         # Longer than a proxy's idle timeout (Istio/Envoy, load balancers), so the proxy closes first
         # and never sends a request down a connection uvicorn is closing.
         timeout_keep_alive=args.keep_alive,
+        # A header deadline (408) and a cap on open connections (503), which uvicorn lacks.
+        **uvicorn_options(config, on_refused=app.state.metrics.refused_connection),
     )
     return 0
 
@@ -55,4 +67,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--access-log", action="store_true", help="log every request (off: it costs latency)")
     parser.add_argument("--keep-alive", type=int, default=75, help="idle keep-alive timeout in seconds (75)")
+    parser.add_argument(
+        "--header-timeout",
+        type=_positive(float),
+        default=None,
+        help="seconds for the request line and headers to arrive, else 408 (REQUEST_HEADER_TIMEOUT_S, 10)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=_positive(float),
+        default=None,
+        help="seconds for the body to arrive once the headers are in, else 408 (REQUEST_BODY_TIMEOUT_S, 10)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        default=None,
+        help="open connections beyond this are answered 503 and closed (MAX_CONNECTIONS, 1024)",
+    )
+    parser.add_argument(
+        "--max-clock-skew",
+        type=_positive(float, allow_zero=True),
+        default=None,
+        help="seconds a bar may be dated in the future before /predict refuses it (PREDICT_MAX_CLOCK_SKEW_S, 120)",
+    )
     parser.set_defaults(func=_serve)
+
+
+def _positive(kind: type, allow_zero: bool = False) -> Any:
+    """An argparse type: a number > 0 (or ≥ 0), so a typo fails at the command line."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < 0 or (value == 0 and not allow_zero) or value != value:
+            raise argparse.ArgumentTypeError(f"{text!r} must be {'≥' if allow_zero else '>'} 0")
+        return value
+
+    return parse

@@ -24,14 +24,16 @@ from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from autotrader.errors import ConfigError
-from autotrader.serving.metrics import CONTENT_TYPE, MetricsMiddleware, ServingMetrics
+from autotrader.serving.metrics import CLIENT_CLOSED, CONTENT_TYPE, MetricsMiddleware, ServingMetrics
 from autotrader.serving.model import LoadedModel, ModelLoader, ModelOutputError, limit_threads, version_label
 from autotrader.serving.online import OnlineScorer
 from autotrader.serving.schemas import (
@@ -62,6 +64,10 @@ class ServerConfig:
     threads: int = 1  # OpenMP/BLAS threads per prediction (see model.limit_threads); 0 = library default
     predict_workers: int = 4  # predictions running at once (worker threads), beside the event loop
     inline_max_bytes: int = 16 * 1024  # smaller bodies for a fast-path model run on the event loop; 0 = never
+    header_timeout_s: float = 10.0  # request line + headers must arrive within this (protocol.py): else 408
+    body_timeout_s: float = 10.0  # the body must arrive within this once the headers are in: else 408
+    max_connections: int = 1024  # open connections beyond this are answered 503 and closed (protocol.py)
+    max_clock_skew_s: float = 120.0  # a bar dated further than this into the future is refused (422)
 
     @classmethod
     def from_env(
@@ -72,8 +78,9 @@ class ServerConfig:
         model_version: str | None = None,
     ) -> ServerConfig:
         """``MODEL_URI``, ``MODEL_VERSION``, ``MODEL_LOAD_ATTEMPTS``, ``MODEL_LOAD_BACKOFF_S``,
-        ``MODEL_THREADS``, ``PREDICT_WORKERS``, ``PREDICT_INLINE_MAX_BYTES`` (arguments win over the
-        environment)."""
+        ``MODEL_THREADS``, ``PREDICT_WORKERS``, ``PREDICT_INLINE_MAX_BYTES``,
+        ``REQUEST_HEADER_TIMEOUT_S``, ``REQUEST_BODY_TIMEOUT_S``, ``MAX_CONNECTIONS``,
+        ``PREDICT_MAX_CLOCK_SKEW_S`` (arguments win over the environment)."""
         env = os.environ if env is None else env
         uri = model_uri or env.get("MODEL_URI") or None
         version = version_label(uri or "", model_version or env.get("MODEL_VERSION") or None)
@@ -85,6 +92,10 @@ class ServerConfig:
             threads=int(_number(env, "MODEL_THREADS", 1)),
             predict_workers=max(1, int(_number(env, "PREDICT_WORKERS", 4))),
             inline_max_bytes=max(0, int(_number(env, "PREDICT_INLINE_MAX_BYTES", 16 * 1024))),
+            header_timeout_s=_positive(env, "REQUEST_HEADER_TIMEOUT_S", 10.0),
+            body_timeout_s=_positive(env, "REQUEST_BODY_TIMEOUT_S", 10.0),
+            max_connections=int(_positive(env, "MAX_CONNECTIONS", 1024)),
+            max_clock_skew_s=_number(env, "PREDICT_MAX_CLOCK_SKEW_S", 120.0),
         )
 
 
@@ -99,6 +110,14 @@ def _number(env: Mapping[str, str], key: str, default: float) -> float:
         raise ConfigError(f"environment variable {key}={raw!r} is not a number") from exc
     if value < 0 or value != value:
         raise ConfigError(f"environment variable {key}={raw!r} must be ≥ 0")
+    return value
+
+
+def _positive(env: Mapping[str, str], key: str, default: float) -> float:
+    """Like ``_number`` but 0 is refused too: a zero deadline or cap would refuse every request."""
+    value = _number(env, key, default)
+    if value <= 0:
+        raise ConfigError(f"environment variable {key}={env.get(key)!r} must be > 0")
     return value
 
 
@@ -146,6 +165,7 @@ class PredictionService:
             self._local.limited = True
         try:
             instances = parse_request(body, self.config.max_batch)
+            self._check_clock(instances)
             frame = model.frame(instances)
         except RequestError as exc:
             return exc.status, exc.body()
@@ -158,6 +178,20 @@ class PredictionService:
             log.exception("model %s failed to predict", model.uri)
             return 500, {"detail": f"model failed to predict: {type(exc).__name__}: {exc}"}
         return 200, self._respond(model, instances, signals)
+
+    def _check_clock(self, instances: list[Any]) -> None:
+        """A 422 for a bar dated beyond the allowed clock skew into the future (see online.py)."""
+        now = datetime.now(UTC)
+        limit = now + timedelta(seconds=self.config.max_clock_skew_s)
+        for i, inst in enumerate(instances):
+            if inst.timestamp > limit:
+                ahead = (inst.timestamp - now).total_seconds()
+                raise RequestError(
+                    422,
+                    f"instances[{i}].timestamp ({inst.broker}/{inst.symbol}): {iso_utc(inst.timestamp)} "
+                    f"is {ahead:.0f} s ahead of the server clock ({iso_utc(now)}); at most "
+                    f"{self.config.max_clock_skew_s:g} s of clock skew is allowed",
+                )
 
     def _respond(self, model: LoadedModel, instances: list[Any], signals: np.ndarray) -> dict[str, Any]:
         keys = [(i.broker, i.symbol) for i in instances]
@@ -175,13 +209,18 @@ class PredictionService:
         ]
         counts = np.bincount(signals.astype(np.int64) + 1, minlength=3)
         self.metrics.observe_signals(dict(zip(_LABELS, counts.tolist(), strict=True)))
-        returns = self.scorer.observe(keys, stamps, [i.close for i in instances], sig)
+        returns, repeats, stale = self.scorer.observe_counted(keys, stamps, [i.close for i in instances], sig)
         self.metrics.observe_returns(returns)
+        self.metrics.observe_skipped(repeats, stale)
         return {"model_version": self.config.model_version, "predictions": predictions}
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all.
+
+    The whole body must arrive within ``timeout_s`` (408, and the connection is closed: the rest of
+    the body is never read); a client that disconnects mid-body is a 499 for the metrics.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -192,11 +231,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise RequestError(413, f"body of {size} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise RequestError(413, f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > limit:
+                    raise RequestError(413, f"body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise RequestError(
+            408, f"request body not received within {timeout_s:g} s ({total} bytes arrived)"
+        ) from exc
+    except ClientDisconnect as exc:
+        raise RequestError(CLIENT_CLOSED, f"client disconnected after {total} bytes of the body") from exc
     return b"".join(chunks)
 
 
@@ -279,9 +326,12 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     async def predict(request: Request) -> Response:
         """``{"instances": [{broker, symbol, timestamp, close, features: {...}}, ...]}`` → signals."""
         try:
-            body = await _read_body(request, config.max_body_bytes)
+            body = await _read_body(request, config.max_body_bytes, config.body_timeout_s)
         except RequestError as exc:
-            return _json(exc.status, exc.body())
+            response = _json(exc.status, exc.body())
+            if exc.status in (408, 413):
+                response.headers["connection"] = "close"  # the rest of the body is never read
+            return response
         if service.inline(body):
             status, payload = service.handle(body)
         else:

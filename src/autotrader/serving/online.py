@@ -12,6 +12,11 @@ their deltas over a window. Rules that keep the sums honest under retries, repla
 - a bar at the same timestamp as the last one seen (a retry, a replay) scores nothing and changes
   nothing — the first answer is the one a client would have acted on;
 - an older bar (out of order, a late replay) scores nothing and changes nothing;
+- both are counted (``autotrader_online_bars_skipped_total{reason="repeat"|"stale"}``), so a client
+  replaying old bars to pad or blur the score shows up;
+- a bar dated in the future is refused before it gets here (``app.PredictionService``: beyond
+  ``PREDICT_MAX_CLOCK_SKEW_S`` it is a 422): one bar dated 9999 would otherwise become the
+  instrument's last bar and freeze its scoring for good, every real bar after it being "older";
 - state is per (broker, symbol) and bounded: the least recently seen instrument is dropped beyond
   ``max_instruments``, so a client sending random symbols cannot grow memory without limit.
 
@@ -57,7 +62,18 @@ class OnlineScorer:
         signals: Sequence[int],
     ) -> list[float]:
         """Record a request's bars and their signals; return the realised returns they complete."""
+        return self.observe_counted(keys, timestamps, closes, signals)[0]
+
+    def observe_counted(
+        self,
+        keys: Sequence[tuple[str, str]],
+        timestamps: Sequence[datetime],
+        closes: Sequence[float],
+        signals: Sequence[int],
+    ) -> tuple[list[float], int, int]:
+        """``observe``, plus how many bars were skipped as repeats (same timestamp) and as stale (older)."""
         n = len(keys)
+        repeats = stale = 0
         order = range(n) if _sorted(timestamps) else sorted(range(n), key=timestamps.__getitem__)
         out: list[float] = []
         with self._lock:
@@ -67,13 +83,17 @@ class OnlineScorer:
                 prev = last.get(key)
                 if prev is not None:
                     if ts <= prev.timestamp:
+                        if ts == prev.timestamp:
+                            repeats += 1
+                        else:
+                            stale += 1
                         continue
                     out.append(realised_return(prev.signal, prev.close, close))
                     last.move_to_end(key)
                 last[key] = _Last(ts, close, int(signals[i]))
             while len(last) > self.max_instruments:
                 last.popitem(last=False)
-        return out
+        return out, repeats, stale
 
 
 def _sorted(values: Sequence[datetime]) -> bool:
