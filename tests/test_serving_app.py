@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -350,9 +351,68 @@ def test_retries_and_stale_bars_are_not_scored_twice(sign_client: TestClient) ->
     sign_client.post("/predict", json=bar("RETRYUSDT", 0, 100.0, 1.0))
     sign_client.post("/predict", json=bar("RETRYUSDT", 5, 101.0, 1.0))
     before = returns(sign_client)
+    skipped = {
+        r: value(sign_client, "autotrader_online_bars_skipped_total", reason=r) for r in ("repeat", "stale")
+    }
     sign_client.post("/predict", json=bar("RETRYUSDT", 5, 101.0, 1.0))  # same bar again
     sign_client.post("/predict", json=bar("RETRYUSDT", 0, 100.0, 1.0))  # an older bar
     assert returns(sign_client) == before
+    assert (
+        value(sign_client, "autotrader_online_bars_skipped_total", reason="repeat") == skipped["repeat"] + 1
+    )
+    assert value(sign_client, "autotrader_online_bars_skipped_total", reason="stale") == skipped["stale"] + 1
+
+
+def _at(symbol: str, when: datetime | str, close: float, momentum: float = 1.0) -> dict[str, Any]:
+    stamp = when if isinstance(when, str) else when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "broker": "binance",
+        "symbol": symbol,
+        "timestamp": stamp,
+        "close": close,
+        "features": {"momentum": momentum},
+    }
+
+
+def test_a_bar_dated_in_the_future_is_refused_and_cannot_freeze_scoring(sign_client: TestClient) -> None:
+    """Before: one bar dated 9999 became the instrument's last bar, and every real bar after it was
+    "older" and never scored again. Now it is a 422 naming the timestamp, and scoring goes on."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    t0 = now - timedelta(minutes=10)
+    assert sign_client.post("/predict", json=_at("FUTUREUSDT", t0, 100.0)).status_code == 200
+    for when in ("9999-12-31T23:59:00Z", now + timedelta(hours=1)):
+        response = sign_client.post("/predict", json=_at("FUTUREUSDT", when, 1.0))
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"]
+        assert "instances[0].timestamp" in detail and "ahead of the server clock" in detail
+    _, _, n0 = returns(sign_client)
+    response = sign_client.post("/predict", json=_at("FUTUREUSDT", t0 + timedelta(minutes=5), 110.0))
+    assert response.status_code == 200
+    assert returns(sign_client)[2] == n0 + 1  # the real next bar is scored: nothing froze
+    # within the allowed skew (120 s by default) a bar a little ahead of the clock is fine
+    assert (
+        sign_client.post("/predict", json=_at("FUTUREUSDT", now + timedelta(seconds=30), 1.0)).status_code
+        == 200
+    )
+    # one future bar in a batch refuses the whole batch: nothing of it is scored
+    batch = [
+        _at("FUTUREUSDT", now + timedelta(minutes=1), 1.0),
+        _at("FUTUREUSDT", now + timedelta(days=1), 1.0),
+    ]
+    response = sign_client.post("/predict", json={"instances": batch})
+    assert response.status_code == 422 and "instances[1].timestamp" in response.json()["detail"]
+
+
+def test_the_clock_skew_is_a_setting(model_dir: Path, features: pd.DataFrame) -> None:
+    cols = feature_columns(features)
+    good = instance(features.dropna(subset=cols).iloc[-1], cols)
+    soon = (datetime.now(UTC) + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    strict_app = create_app(ServerConfig(model_uri=str(model_dir), model_version="1", max_clock_skew_s=0))
+    with TestClient(strict_app) as c:
+        assert c.app.state.loader.wait(60)
+        assert c.post("/predict", json={**good, "timestamp": soon}).status_code == 422
+        assert c.post("/predict", json=good).status_code == 200
+    assert ServerConfig.from_env({"PREDICT_MAX_CLOCK_SKEW_S": "5"}).max_clock_skew_s == 5.0
 
 
 def test_a_batch_is_scored_in_time_order(sign_client: TestClient) -> None:
