@@ -144,6 +144,76 @@ def _off_grid_bar(f: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([f.iloc[:31], extra, f.iloc[31:]], ignore_index=True)
 
 
+def _bar_before_open(f: pd.DataFrame) -> pd.DataFrame:
+    """A bar an hour before the FX week opens (Sunday 21:00 UTC in winter): some brokers print it."""
+    extra = f.iloc[[0]].assign(timestamp=f.loc[0, "timestamp"] - HOUR)
+    return pd.concat([extra, f], ignore_index=True)
+
+
+def _weekend_bar(f: pd.DataFrame) -> pd.DataFrame:
+    """A bar on Sunday 10:00 UTC, twelve hours before the FX week opens: the market is closed."""
+    extra = f.iloc[[0]].assign(timestamp=pd.Timestamp("2026-11-15 10:00", tz="UTC"))
+    return pd.concat([extra, f], ignore_index=True)
+
+
+def _future_bar(f: pd.DataFrame) -> pd.DataFrame:
+    extra = f.iloc[[-1]].assign(timestamp=END + pd.Timedelta(days=3))
+    return pd.concat([f, extra], ignore_index=True)
+
+
+def _freeze(f: pd.DataFrame, rows: slice, *, flat: bool = True, volume: float | None = 0.0) -> pd.DataFrame:
+    """A feed stuck on one quote: bars ``rows`` repeat bar ``rows.start - 1`` (its close when ``flat``)."""
+    source = rows.start - 1
+    values = f.loc[source, "close"] if flat else f.loc[source, ["open", "high", "low", "close"]].to_numpy()
+    f.loc[rows, ["open", "high", "low", "close"]] = values
+    if volume is not None:
+        f.loc[rows, "volume"] = volume
+    return f
+
+
+def _frozen_feed(f: pd.DataFrame) -> pd.DataFrame:
+    """20 bars with OHLC equal to the last close and zero volume: the feed froze."""
+    return _freeze(f, slice(40, 59))
+
+
+def _repeated_bar(f: pd.DataFrame) -> pd.DataFrame:
+    """Bar 39 (not flat) printed 8 more times with its volume: a stale cache replaying one bar (9 bars)."""
+    return _freeze(f, slice(40, 47), flat=False, volume=None)
+
+
+def _zero_volume_while_open(f: pd.DataFrame) -> pd.DataFrame:
+    """Prices move but volume is 0 for 8 bars of an open session (a volume feed that died)."""
+    f.loc[40:47, "volume"] = 0.0
+    return f
+
+
+def _inf_volume(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[30, "volume"] = np.inf
+    return f
+
+
+def _minus_inf_close(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[30, "close"] = -np.inf
+    return f
+
+
+def _absurd_price(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[30, ["open", "high", "low", "close"]] = 1e300
+    return f
+
+
+def _epoch_in_volume(f: pd.DataFrame) -> pd.DataFrame:
+    """Columns shifted in an export: nanosecond epochs (≈1.8e18) land in volume."""
+    f["volume"] = f["timestamp"].astype("int64").astype("float64")
+    return f
+
+
+def _spread_in_points(f: pd.DataFrame) -> pd.DataFrame:
+    """An MT5-style export: spread in points (1 point = 0.00001), not in price units."""
+    f["spread"] = (f["spread"] * 1e5).round()
+    return f
+
+
 def _empty(f: pd.DataFrame) -> pd.DataFrame:
     return empty_bars()
 
@@ -166,7 +236,18 @@ CASES: list[tuple[Callable[[pd.DataFrame], pd.DataFrame], set[str], str, bool]] 
     (_negative_spread, {"non_negative_spread"}, "spread", False),
     (_spike, {"return_spike"}, "spike", False),
     (_half_session_missing, {"session_coverage", "missing_bars"}, "coverage", False),
-    (_off_grid_bar, {"on_calendar"}, "calendar", True),  # gaps family: warn by default
+    (_off_grid_bar, {"on_grid", "on_calendar"}, "off the data.interval grid", False),
+    (_bar_before_open, {"on_calendar"}, "calendar", True),  # within the grace: gaps family, warn
+    (_weekend_bar, {"market_open", "on_calendar"}, "market is closed", False),
+    (_future_bar, {"not_future", "on_calendar"}, "future-dated", False),
+    (_frozen_feed, {"frozen_ohlc", "zero_volume"}, "frozen feed: 1 run(s) of ≥ 6 bars", False),
+    (_repeated_bar, {"frozen_ohlc"}, "(9 bars, OHLC", False),
+    (_zero_volume_while_open, {"zero_volume"}, "zero volume while the market is open", False),
+    (_inf_volume, {"finite_values"}, "volume=inf", False),
+    (_minus_inf_close, {"finite_values", "positive_close", "low_le_close"}, "close=-inf", False),
+    (_absurd_price, {"magnitude", "return_spike"}, "close=1e+300", False),
+    (_epoch_in_volume, {"magnitude"}, "absurd magnitude", False),
+    (_spread_in_points, {"spread_ratio"}, "spread in points or pips", False),
     (_empty, {"has_bars", "session_coverage", "missing_bars"}, "no bars", False),
 ]
 
@@ -235,7 +316,7 @@ def test_severity_is_a_param_per_family(clean: pd.DataFrame) -> None:
     assert result.success and {w.rule for w in result.warnings} == {"return_spike"}
 
     strict = ValidateParams(severity=ValidateSeverity(gaps="fail"))
-    result = validate(_off_grid_bar(clean.copy()), strict)
+    result = validate(_bar_before_open(clean.copy()), strict)
     assert not result.success and {f.rule for f in result.failures} == {"on_calendar"}
 
 
@@ -256,3 +337,89 @@ def test_robust_z_is_computed_in_time_order(clean: pd.DataFrame) -> None:
     in_order = robust_return_z(clean["timestamp"], clean["close"])
     by_time = pd.Series(z.to_numpy(), index=shuffled["timestamp"]).sort_index()
     np.testing.assert_allclose(by_time.to_numpy(), in_order.to_numpy(), equal_nan=True)
+
+
+# --- issue 9, defect 3: a frozen feed and an infinite volume used to pass validation ----------------
+
+
+@pytest.fixture(scope="module")
+def ten_days() -> pd.DataFrame:
+    """Ten days of hourly EUR/USD (192 bars), enough for the issue's 100-bar frozen feed."""
+    start = END - pd.Timedelta(days=10)
+    return SimulatedMarket().fetch(Instrument(broker=BROKER, symbol=SYMBOL), start, END, HOUR)
+
+
+def _validate_ten_days(frame: pd.DataFrame, params: ValidateParams | None = None) -> InstrumentResult:
+    window = Window(END - pd.Timedelta(days=10), END, HOUR, clip_to_data=False)
+    return validate_instrument(GxEngine(), BROKER, SYMBOL, frame, window, params or ValidateParams())
+
+
+def test_issue_frozen_feed_of_100_bars_fails_validation(ten_days: pd.DataFrame) -> None:
+    """The reproduction: 100 bars with open = high = low = close and zero volume."""
+    assert _validate_ten_days(ten_days.copy()).success
+    frozen = _freeze(ten_days.copy(), slice(50, 149))
+    result = _validate_ten_days(frozen)
+    assert not result.success
+    assert {f.rule for f in result.failures} == {"frozen_ohlc", "zero_volume"}
+    for finding in result.failures:
+        assert finding.unexpected_count == 100
+        assert "1 run(s)" in finding.message and "100 bars in all" in finding.message
+        assert ten_days.loc[50, "timestamp"].isoformat() in finding.message
+
+
+def test_issue_infinite_volume_fails_validation(ten_days: pd.DataFrame) -> None:
+    """The reproduction: ``volume=inf`` passed the ≥ 0 check and reached the store."""
+    bad = ten_days.copy()
+    bad.loc[77, "volume"] = np.inf
+    result = _validate_ten_days(bad)
+    assert not result.success
+    (finding,) = result.failures
+    assert finding.rule == "finite_values" and finding.unexpected_count == 1
+    assert f"volume=inf at {ten_days.loc[77, 'timestamp'].isoformat()}" in finding.message
+
+
+def test_frozen_run_length_is_a_param_per_asset_class(clean: pd.DataFrame) -> None:
+    repeated = _repeated_bar(clean.copy())  # 9 identical bars
+    assert "frozen_ohlc" in broken(validate(repeated))  # fx default: 6
+    assert "frozen_ohlc" not in broken(validate(repeated, ValidateParams(frozen_bars={"fx": 10})))
+    off = validate(repeated, ValidateParams(frozen_bars={"fx": 0}))
+    assert "frozen_ohlc" not in {f.rule for f in off.findings}  # 0 leaves the rule out
+    # The same fx-sized run on crypto (default 12) is within what a thin 24/7 market prints.
+    start, end = END - pd.Timedelta(days=10), END  # long enough that 12 flat returns are no spike
+    btc = SimulatedMarket().fetch(Instrument(broker="binance", symbol="BTCUSDT"), start, end, HOUR)
+    window = Window(start, end, HOUR, clip_to_data=False)
+    crypto = validate_instrument(
+        GxEngine(), "binance", "BTCUSDT", _freeze(btc, slice(10, 19)), window, ValidateParams()
+    )
+    assert {"frozen_ohlc", "zero_volume"}.isdisjoint(broken(crypto)) and crypto.success
+    longer = _freeze(btc.copy(), slice(10, 21))  # 12 zero-volume bars, 13 identical: both reach 12
+    crypto = validate_instrument(GxEngine(), "binance", "BTCUSDT", longer, window, ValidateParams())
+    assert broken(crypto) == {"frozen_ohlc", "zero_volume"}
+
+
+def test_short_runs_and_zero_volume_outside_sessions_pass(clean: pd.DataFrame) -> None:
+    """Runs of 5 (below the fx N of 6) pass; zero volume counts only while the calendar says open.
+
+    ``_freeze`` slices by label, both ends included: ``slice(40, 45)`` is 6 bars.
+    """
+    f = _freeze(clean.copy(), slice(40, 45), volume=None)  # 6 identical flat bars, volume as it was
+    assert broken(validate(f)) == {"frozen_ohlc"}
+    f = _freeze(clean.copy(), slice(40, 44))  # 5 identical bars with zero volume
+    assert broken(validate(f)) == set()
+    before_open = _bar_before_open(clean.copy())
+    before_open.loc[0, "volume"] = 0.0
+    assert broken(validate(before_open)) == {"on_calendar"}
+
+
+def test_new_limits_are_params(clean: pd.DataFrame) -> None:
+    assert "spread_ratio" not in broken(
+        validate(_spread_in_points(clean.copy()), ValidateParams(max_spread_ratio=100))
+    )
+    assert "magnitude" not in broken(
+        validate(_epoch_in_volume(clean.copy()), ValidateParams(max_abs_value=1e19))
+    )
+    weekend = _weekend_bar(clean.copy())
+    assert "market_open" not in broken(validate(weekend, ValidateParams(market_hours_grace="13h")))
+    assert "market_open" in broken(
+        validate(_bar_before_open(clean.copy()), ValidateParams(market_hours_grace="0s"))
+    )

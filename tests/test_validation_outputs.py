@@ -3,6 +3,7 @@ reports and Data Docs it writes, and the ``validate`` stage's exit code and mess
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +13,14 @@ import pandas as pd
 import pytest
 
 from autotrader import rawstore
-from autotrader.calendars import bar_index, expected_bars_per_session
-from autotrader.params import Instrument, load_params
+from autotrader.calendars import bar_index, expected_bars_per_session, profile
+from autotrader.params import FileSpec, Instrument, ValidateParams, ValidateSeverity, load_params
+from autotrader.sources.files import read_table, to_bars
+from autotrader.sources.files import window as files_window
 from autotrader.sources.sim import SimulatedMarket
-from autotrader.validation import Window, validate_raw, write_outputs
-from autotrader.validation.derive import calendar_view, robust_return_z
+from autotrader.validation import Window, validate_instrument, validate_raw, write_outputs
+from autotrader.validation.derive import calendar_view, checks_table, robust_return_z
+from autotrader.validation.engine import GxEngine
 from tests.conftest import REPO, Project
 
 pytestmark = pytest.mark.xdist_group("validation")
@@ -36,6 +40,58 @@ def test_default_simulated_market_never_trips_the_spike_rule() -> None:
         bars = market.fetch(instrument, data.start_ts(), data.end_ts(), data.interval_td)
         worst[instrument.key] = float(robust_return_z(bars["timestamp"], bars["close"]).max())
     assert max(worst.values()) < params.validate_.spike_sigma / 2, worst
+
+
+def test_default_simulated_market_never_trips_the_new_anomaly_rules() -> None:
+    """No false alarms: the default market (7 instruments, 120 days of 5-minute bars) against the frozen-feed,
+    zero-volume, market-hours, grid, future, finite, magnitude and spread rules, by their derived columns."""
+    params = load_params(REPO / "params.yaml")
+    data, rules = params.data, params.validate_
+    market = SimulatedMarket(seed=data.sim.seed, signal_strength=data.sim.signal_strength)
+    worst: dict[str, dict[str, float]] = {}
+    for instrument in data.instruments:
+        bars = market.fetch(instrument, data.start_ts(), data.end_ts(), data.interval_td)
+        expected = bar_index(instrument.broker, data.start_ts(), data.end_ts(), data.interval_td)
+        checks = checks_table(
+            bars, expected, broker=instrument.broker, interval=data.interval_td, end=data.end_ts()
+        )
+        asset_class = profile(instrument.broker).asset_class
+        worst[instrument.key] = {
+            "identical_run": int(checks["identical_ohlc_run"].max()),
+            "zero_volume_run": int(checks["zero_volume_run"].max()),
+            "frozen_limit": rules.frozen_bars.of(asset_class),
+        }
+        assert int(checks["identical_ohlc_run"].max()) < rules.frozen_bars.of(asset_class)
+        assert int(checks["zero_volume_run"].max()) < rules.zero_volume_bars.of(asset_class)
+        assert checks["outside_session_s"].max() == 0 and checks["on_grid"].all()
+        assert checks["before_end"].all() and checks["non_finite"].max() == 0
+        assert checks["magnitude"].max() < rules.max_abs_value
+        assert checks["spread_ratio"].max() < rules.max_spread_ratio / 10, instrument.key
+    assert max(w["identical_run"] for w in worst.values()) == 1, worst  # no bar ever repeats
+
+
+def test_real_hourly_eurusd_raises_no_anomaly() -> None:
+    """No false alarms on real data: the hourly EURUSD file shipped with ``backtesting``, in the window
+    tests/test_training_files.py uses (290 days to 2018-02-08: 4,937 bars from 2017-04-24), passes every
+    anomaly rule, the frozen-feed and market-hours rules included. Its two Friday 21:00 UTC bars (an
+    hour after the 17:00 New York close, in summer time) are within the market-hours grace and only
+    show as off-calendar warnings. (The file's first days hold the 2017 French-election weekend gap,
+    a real 25σ move the spike rule flags; that window is the training test's, not this one.)"""
+    source = importlib.resources.files("backtesting") / "test" / "EURUSD.csv"
+    path = Path(str(source))
+    spec = FileSpec(path=str(path), broker="oanda", symbol="EUR_USD", timezone="UTC")
+    end = pd.Timestamp("2018-02-08", tz="UTC")
+    start = end - pd.Timedelta(days=290)
+    bars, _ = files_window(to_bars(read_table(path), spec, path), start, end)
+    lenient = ValidateParams(severity=ValidateSeverity(completeness="warn"))  # the file has real holes
+    window = Window(start, end, HOUR, clip_to_data=False)
+    result = validate_instrument(GxEngine(), "oanda", "EUR_USD", bars, window, lenient)
+    assert result.rows == len(bars) > 4900
+    assert result.success, [f.line() for f in result.failures]
+    anomalies = {f.rule for f in result.findings if f.family == "anomalies"}
+    assert {"frozen_ohlc", "zero_volume", "finite_values", "market_open", "on_grid"} <= anomalies
+    assert [f.rule for f in result.findings if f.family == "anomalies" and not f.success] == []
+    assert result.off_calendar_count == 2
 
 
 @pytest.mark.parametrize("broker", ["binance", "oanda", "ibkr"])

@@ -131,10 +131,52 @@ class ValidateSeverity(_Strict):
         return self.schema_ if family == "schema" else getattr(self, family)
 
 
+class RunBars(_Strict):
+    """Bars in a row, per asset class (``calendars.BROKER_PROFILES``), that make a run suspicious; 0 = off.
+
+    Per asset class because how often a real bar repeats depends on the market: crypto trades 24/7,
+    FX 24/5 in ticks, NYSE equities in sessions with halts (docs/validation.md gives the reasoning).
+    """
+
+    crypto: int = Field(default=12, ge=0)
+    fx: int = Field(default=6, ge=0)
+    equity: int = Field(default=6, ge=0)
+
+    @field_validator("crypto", "fx", "equity")
+    @classmethod
+    def _off_or_a_run(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("a run needs at least 2 bars (0 turns the rule off)")
+        return value
+
+    def of(self, asset_class: str) -> int:
+        return int(getattr(self, asset_class))
+
+
 class ValidateParams(_Strict):
     min_session_coverage: float = Field(default=0.9, ge=0, le=1)
     spike_sigma: float = Field(default=25.0, gt=0)
+    frozen_bars: RunBars = RunBars()  # N bars in a row with identical OHLC = a frozen feed
+    zero_volume_bars: RunBars = RunBars()  # N zero-volume bars in a row while the market is open
+    max_abs_value: float = Field(default=1e15, gt=0)  # |any number| beyond this is absurd
+    max_spread_ratio: float = Field(default=0.05, gt=0)  # spread / close beyond this is a unit error
+    market_hours_grace: str = "1h"  # a bar may lie this far outside a calendar session
     severity: ValidateSeverity = ValidateSeverity()
+
+    @field_validator("market_hours_grace")
+    @classmethod
+    def _grace_is_a_duration(cls, value: str) -> str:
+        try:
+            delta = pd.Timedelta(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"validate.market_hours_grace {value!r} is not a duration such as 1h") from exc
+        if delta < pd.Timedelta(0):
+            raise ValueError(f"validate.market_hours_grace {value!r} must not be negative")
+        return value
+
+    @property
+    def grace_td(self) -> pd.Timedelta:
+        return pd.Timedelta(self.market_hours_grace)
 
 
 class MacdParams(_Strict):

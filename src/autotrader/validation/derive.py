@@ -2,9 +2,12 @@
 
 GE checks columns and rows; it cannot know a broker calendar or a robust σ. So pandas computes, fully
 vectorised, a row-level ``checks`` table (the bars read leniently as UTC and numbers, the robust
-return z-score, whether each bar is an expected bar of the calendar) and a ``sessions`` table (one
-row per calendar session: expected vs observed bars). The verdicts still come from GE expectations
-over these columns; nothing here decides pass or fail.
+return z-score, whether each bar is an expected bar of the calendar, how far it lies outside a
+session, whether it sits on the interval grid or after the window, the run lengths of identical OHLC
+and of zero volume while open, non-finite cells, the largest magnitude, spread / close) and a
+``sessions`` table (one row per calendar session: expected vs observed bars). The verdicts still come
+from GE expectations over these columns (thresholds are params, in ``rules``); nothing here decides
+pass or fail. Runs are counted in time order, not file order.
 """
 
 from __future__ import annotations
@@ -79,12 +82,107 @@ def robust_return_z(timestamps: pd.Series, close: pd.Series) -> pd.Series:
     return pd.Series(z, name="return_z")
 
 
-def checks_table(
-    frame: pd.DataFrame, expected: pd.DatetimeIndex, timestamps: pd.Series | None = None
-) -> pd.DataFrame:
-    """Row-level table in the raw rows' order: lenient UTC timestamp, numbers, return z, on-calendar flag.
+def time_order(timestamps: pd.Series) -> np.ndarray:
+    """Row positions in time order (stable; rows without a time last)."""
+    values = timestamps.reset_index(drop=True)
+    if values.notna().all() and values.is_monotonic_increasing:
+        return np.arange(len(values))
+    return values.sort_values(kind="stable", na_position="last").index.to_numpy()
 
-    ``timestamps`` is ``lenient_utc`` of the frame's column when the caller already has it.
+
+def _to_rows(sorted_values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Values computed in time order, put back in the raw rows' order."""
+    out = np.empty_like(sorted_values)
+    out[order] = sorted_values
+    return out
+
+
+def identical_ohlc_runs(checks: pd.DataFrame, order: np.ndarray) -> np.ndarray:
+    """Per row, the length of its run of consecutive bars (in time order) with identical open/high/low/close.
+
+    A frozen feed repeats the last quote, so its bars are equal to the bar before; a NaN never equals,
+    so a bar with a missing price starts a run of its own (its null is another rule's finding).
+    """
+    rows = len(checks)
+    if rows == 0:
+        return np.zeros(0, dtype=np.int64)
+    prices = checks[["open", "high", "low", "close"]].to_numpy("float64")[order]
+    same = np.zeros(rows, dtype=bool)
+    same[1:] = (prices[1:] == prices[:-1]).all(axis=1)
+    run_id = np.cumsum(~same)  # a new run wherever a bar differs from the one before
+    sizes = np.bincount(run_id)
+    return _to_rows(sizes[run_id], order)
+
+
+def flagged_runs(flag_sorted: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Per row, the length of its run of consecutive flagged bars in time order (0 if not flagged)."""
+    if flag_sorted.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = flag_sorted & ~np.r_[False, flag_sorted[:-1]]
+    run_id = np.cumsum(starts)
+    sizes = np.bincount(run_id, weights=flag_sorted).astype(np.int64)
+    return _to_rows(np.where(flag_sorted, sizes[run_id], 0), order)
+
+
+def session_position(
+    timestamps: pd.Series, broker: str, interval: pd.Timedelta, end: pd.Timestamp
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: seconds the bar lies outside its broker's calendar sessions (0 inside), and whether it
+    sits on the interval grid of the session it belongs to.
+
+    Bars at or after ``end`` (future-dated, their own rule) and rows without a time count as inside and
+    on the grid. Outside means from the close to the bar's *end* (a bar opening at the close lies a
+    whole interval outside) or from the bar's open to the next session's open. The sessions are those
+    around the bars themselves, not the window: with ``data.end: now`` the window moves between runs.
+    The grid is anchored at the open of the last session that opened at or before the bar (the next
+    one for a bar before every session), as ``calendars.bar_index`` lays out expected bars.
+    """
+    values = timestamps.reset_index(drop=True)
+    rows = len(values)
+    outside = np.zeros(rows, dtype="float64")
+    on_grid = np.ones(rows, dtype=bool)
+    usable = (values.notna() & (values < end)).to_numpy()
+    if not usable.any():
+        return outside, on_grid
+    stamps = values[usable]
+    margin = pd.Timedelta(days=7)  # reaches the sessions on either side of a weekend or holiday
+    sched = schedule(broker, stamps.min() - margin, stamps.max() + margin).sort_values("open")
+    t = stamps.to_numpy("datetime64[ns]").astype(np.int64)
+    if sched.empty:
+        outside[usable] = np.inf
+        return outside, on_grid
+    opens = sched["open"].to_numpy("datetime64[ns]").astype(np.int64)
+    closes = sched["close"].to_numpy("datetime64[ns]").astype(np.int64)
+    step = int(interval.value)
+    last = np.searchsorted(opens, t, side="right") - 1  # the last session opened at or before t
+    has_last = last >= 0
+    prev = np.clip(last, 0, None)
+    inside = has_last & (t < closes[prev])
+    after_close = np.where(has_last, t + step - closes[prev], np.iinfo(np.int64).max)
+    following = np.clip(last + 1, 0, opens.size - 1)
+    before_open = np.where(last + 1 < opens.size, opens[following] - t, np.iinfo(np.int64).max)
+    distance = np.where(inside, 0, np.minimum(after_close, before_open)).astype("float64") / 1e9
+    anchor = np.where(has_last, opens[prev], opens[0])
+    outside[usable] = distance
+    on_grid[usable] = (t - anchor) % step == 0
+    return outside, on_grid
+
+
+def checks_table(
+    frame: pd.DataFrame,
+    expected: pd.DatetimeIndex,
+    timestamps: pd.Series | None = None,
+    *,
+    broker: str | None = None,
+    interval: pd.Timedelta | None = None,
+    end: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """Row-level table in the raw rows' order: lenient UTC timestamp, numbers, and the derived columns
+    the anomaly rules judge (see the module docstring).
+
+    ``timestamps`` is ``lenient_utc`` of the frame's column when the caller already has it. Without
+    ``broker``/``interval``/``end`` the calendar-position columns say every bar is inside, on the grid
+    and before the end (callers that only want the numbers and the return z).
     """
     rows = len(frame)
     if timestamps is None:
@@ -96,6 +194,27 @@ def checks_table(
     # A row without a timestamp is the null rule's finding, not this one's: it counts as on the calendar
     # here (a plain bool column, which GE filters much faster than an object column with None).
     out["on_calendar"] = out["timestamp"].isin(expected) | out["timestamp"].isna()
+    if broker is not None and interval is not None and end is not None:
+        out["before_end"] = (out["timestamp"] < end) | out["timestamp"].isna()
+        outside, on_grid = session_position(out["timestamp"], broker, interval, end)
+    else:
+        out["before_end"] = True
+        outside, on_grid = np.zeros(rows), np.ones(rows, dtype=bool)
+    out["outside_session_s"] = outside
+    out["on_grid"] = on_grid
+    numbers = out[list(NUMERIC_COLUMNS)].to_numpy("float64")
+    infinite = np.isinf(numbers)
+    out["non_finite"] = infinite.sum(axis=1).astype(np.int64)
+    magnitudes = np.where(infinite | np.isnan(numbers), 0.0, np.abs(numbers))
+    out["magnitude"] = magnitudes.max(axis=1) if rows else np.zeros(0)
+    close = out["close"].to_numpy("float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = out["spread"].to_numpy("float64") / close
+    out["spread_ratio"] = np.where(np.isfinite(ratio) & (close > 0), ratio, np.nan)
+    order = time_order(out["timestamp"])
+    out["identical_ohlc_run"] = identical_ohlc_runs(out, order)
+    open_zero = (out["volume"].to_numpy("float64") == 0) & (outside == 0) & out["before_end"].to_numpy()
+    out["zero_volume_run"] = flagged_runs(open_zero[order], order)
     return out
 
 

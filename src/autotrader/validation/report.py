@@ -200,6 +200,11 @@ def _examples(values: list[Any]) -> str:
     return f", e.g. {shown}"
 
 
+def _listed(texts: list[str]) -> str:
+    """Examples that are already text (no quotes): ``, e.g. volume=inf at 2026-…``."""
+    return f", e.g. {'; '.join(texts[:MAX_EXAMPLES])}" if texts else ""
+
+
 def describe(
     rule: str,
     demand: str,
@@ -268,6 +273,55 @@ def describe(
         return (
             f"{count} bar(s) outside the broker's calendar sessions or off the interval grid{_examples(times)}",
             times[:MAX_EXAMPLES],
+        )
+    if rule == "finite_values":
+        cells = context.get("non_finite", [])
+        return f"{count} of {total} rows hold +inf or -inf{_listed(cells)}", cells
+    if rule == "magnitude":
+        cells = context.get("absurd", [])
+        return (
+            f"{count} of {total} rows hold a number beyond ±{params.max_abs_value:g} (absurd magnitude)"
+            f"{_listed(cells)}",
+            cells,
+        )
+    if rule == "spread_ratio":
+        cells = context.get("wide_spread", [])
+        return (
+            f"{count} of {total} rows have spread > {params.max_spread_ratio:g} × close (spread in points or "
+            f"pips, not price units?){_listed(cells)}",
+            cells,
+        )
+    if rule == "not_future":
+        times = context.get("future", [])
+        return (
+            f"{count} future-dated bar(s) at or after the window end {context.get('window_end')} "
+            f"(data.end){_listed(times)}",
+            times,
+        )
+    if rule == "market_open":
+        times = context.get("closed", [])
+        return (
+            f"{count} bar(s) while the market is closed (more than {params.market_hours_grace} outside the "
+            f"broker's calendar sessions){_listed(times)}",
+            times,
+        )
+    if rule == "on_grid":
+        times = context.get("off_grid", [])
+        return f"{count} bar(s) off the data.interval grid{_examples(times)}", times
+    if rule in ("frozen_ohlc", "zero_volume"):
+        listed, runs, bars = context.get("frozen" if rule == "frozen_ohlc" else "zero_volume", ([], 0, 0))
+        what = (
+            "identical open/high/low/close"
+            if rule == "frozen_ohlc"
+            else "zero volume while the market is open"
+        )
+        limit = (params.frozen_bars if rule == "frozen_ohlc" else params.zero_volume_bars).of(
+            context.get("asset_class", "fx")
+        )
+        return (
+            f"frozen feed: {runs} run(s) of ≥ {limit} bars in a row with {what} "
+            f"({context.get('asset_class')}), {bars} bars in all{_listed(listed)}",
+            listed,
         )
     if rule == "unique_timestamps":
         return f"{count} rows share a duplicate timestamp{_examples(partial)}", partial[:MAX_EXAMPLES]

@@ -4,7 +4,9 @@ Three tables per instrument, one GE suite each:
 
 - ``bars``: the raw rows exactly as stored — schema (columns, dtypes, broker/symbol) and nulls.
 - ``checks``: the same rows read leniently (``derive.checks_table``) — OHLC consistency, prices,
-  volume, timestamp order and uniqueness, return spikes, bars off the calendar.
+  volume, non-finite and absurd numbers, spread / close, timestamp order and uniqueness, future-dated
+  bars, bars outside market hours or off the interval grid, return spikes, frozen feeds (identical
+  OHLC, or zero volume while open, N bars in a row per asset class), bars off the calendar.
 - ``sessions``: one row per calendar session (``derive.calendar_view``) — coverage and gaps.
 
 Every expectation carries ``meta = {"family", "rule"}`` so a GE result maps back to its rule and
@@ -126,8 +128,9 @@ def _pair(a: str, b: str) -> Expectation:
     )
 
 
-def checks_rules(params: ValidateParams) -> list[Rule]:
-    """Anomaly and off-calendar rules over ``derive.checks_table``."""
+def checks_rules(params: ValidateParams, asset_class: str = "fx") -> list[Rule]:
+    """Anomaly and off-calendar rules over ``derive.checks_table``; the run lengths that make a frozen
+    feed are those of ``asset_class`` (crypto | fx | equity), and a run rule set to 0 is left out."""
     rules = [
         _rule("checks", "anomalies", "high_ge_open", "high ≥ open", _pair("high", "open")),
         _rule("checks", "anomalies", "high_ge_close", "high ≥ close", _pair("high", "close")),
@@ -183,12 +186,77 @@ def checks_rules(params: ValidateParams) -> list[Rule]:
         ),
         _rule(
             "checks",
+            "anomalies",
+            "finite_values",
+            "every number is finite (no +inf or -inf in open/high/low/close/volume/spread)",
+            gxe.ExpectColumnValuesToBeBetween(column="non_finite", max_value=0),
+        ),
+        _rule(
+            "checks",
+            "anomalies",
+            "magnitude",
+            f"|every number| ≤ {params.max_abs_value:g} (no absurd magnitude)",
+            gxe.ExpectColumnValuesToBeBetween(column="magnitude", max_value=params.max_abs_value),
+        ),
+        _rule(
+            "checks",
+            "anomalies",
+            "spread_ratio",
+            f"spread ≤ {params.max_spread_ratio:g} × close where given (spread in price units)",
+            gxe.ExpectColumnValuesToBeBetween(column="spread_ratio", max_value=params.max_spread_ratio),
+        ),
+        _rule(
+            "checks",
+            "anomalies",
+            "not_future",
+            "every bar opens before the window end data.end (no future-dated bar)",
+            gxe.ExpectColumnValuesToBeInSet(column="before_end", value_set=[True]),
+        ),
+        _rule(
+            "checks",
+            "anomalies",
+            "market_open",
+            f"every bar lies in a calendar session of its broker, give or take {params.market_hours_grace}",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="outside_session_s", max_value=params.grace_td.total_seconds()
+            ),
+        ),
+        _rule(
+            "checks",
+            "anomalies",
+            "on_grid",
+            "every bar opens on the data.interval grid of its session",
+            gxe.ExpectColumnValuesToBeInSet(column="on_grid", value_set=[True]),
+        ),
+        _rule(
+            "checks",
             "gaps",
             "on_calendar",
             "every bar is an expected bar of the broker calendar (in a session, on the interval grid)",
             gxe.ExpectColumnValuesToBeInSet(column="on_calendar", value_set=[True]),
         ),
     ]
+    frozen, zero = params.frozen_bars.of(asset_class), params.zero_volume_bars.of(asset_class)
+    if frozen:
+        rules.append(
+            _rule(
+                "checks",
+                "anomalies",
+                "frozen_ohlc",
+                f"fewer than {frozen} bars in a row with identical open/high/low/close ({asset_class})",
+                gxe.ExpectColumnValuesToBeBetween(column="identical_ohlc_run", max_value=frozen - 1),
+            )
+        )
+    if zero:
+        rules.append(
+            _rule(
+                "checks",
+                "anomalies",
+                "zero_volume",
+                f"fewer than {zero} zero-volume bars in a row while the market is open ({asset_class})",
+                gxe.ExpectColumnValuesToBeBetween(column="zero_volume_run", max_value=zero - 1),
+            )
+        )
     return rules
 
 

@@ -12,16 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
 from autotrader import rawstore
 from autotrader.atomic import atomic_dir, write_json
+from autotrader.calendars import profile
 from autotrader.console import console, progress
 from autotrader.params import DataParams, Params, ValidateParams
 from autotrader.schema import NUMERIC_COLUMNS, empty_bars
-from autotrader.validation.derive import CalendarView, calendar_view, checks_table, lenient_utc
+from autotrader.validation.derive import (
+    CalendarView,
+    calendar_view,
+    checks_table,
+    lenient_utc,
+    time_order,
+)
 from autotrader.validation.engine import GxEngine
 from autotrader.validation.report import MAX_EXAMPLES, Finding, InstrumentResult, describe
 from autotrader.validation.rules import FAMILIES, Rule, bars_rules, checks_rules, sessions_rules
@@ -74,6 +82,96 @@ def _zone(column: pd.Series | None) -> str | None:
     return f"{name} ({text})" if "/" in name else text
 
 
+def _at(checks: pd.DataFrame, rows: pd.Index, text: Any) -> list[str]:
+    """``"<what> at <time>"`` for the first few ``rows``; ``text(row)`` says what."""
+    out = []
+    for row in rows[:MAX_EXAMPLES]:
+        ts = checks.at[row, "timestamp"]
+        out.append(f"{text(row)} at {ts.isoformat() if pd.notna(ts) else 'no time'}")
+    return out
+
+
+def _runs(checks: pd.DataFrame, column: str, bars: int, order: Any) -> tuple[list[str], int, int]:
+    """The runs a run-length column flags (≥ ``bars``), in time order: examples, run count, bar count."""
+    lengths = checks[column].to_numpy()[order]
+    flagged = lengths >= bars
+    if not bars or not flagged.any():
+        return [], 0, 0
+    total_bars = int(flagged.sum())
+    total_runs = round(float((1.0 / lengths[flagged]).sum()))  # each run of L rows adds L × 1/L
+    listed: list[str] = []
+    pos = int(np.flatnonzero(flagged)[0])
+    while pos < lengths.size and len(listed) < MAX_EXAMPLES:
+        if not flagged[pos]:
+            pos += 1
+            continue
+        length = int(lengths[pos])
+        first, last = checks.iloc[order[pos]], checks.iloc[order[pos + length - 1]]
+        ohlc = ", ".join(f"{first[c]:.6g}" for c in ("open", "high", "low", "close"))
+        listed.append(
+            f"{first['timestamp'].isoformat()}→{last['timestamp'].isoformat()} ({length} bars, OHLC {ohlc}, "
+            f"volume {first['volume']:.6g})"
+        )
+        pos += length
+    return listed, total_runs, total_bars
+
+
+def _fault_context(
+    checks: pd.DataFrame, params: ValidateParams, asset_class: str, end: pd.Timestamp
+) -> dict[str, Any]:
+    """Examples for the non-finite, magnitude, spread, future, market-hours, grid and frozen-feed rules."""
+    numbers = checks[list(NUMERIC_COLUMNS)]
+    context: dict[str, Any] = {"window_end": end.isoformat(), "asset_class": asset_class}
+
+    def cells(mask: pd.DataFrame) -> list[str]:
+        rows = mask.index[mask.any(axis=1)]
+        return _at(
+            checks,
+            rows,
+            lambda r: ", ".join(f"{c}={numbers.at[r, c]:.6g}" for c in NUMERIC_COLUMNS if mask.at[r, c]),
+        )
+
+    bad = checks["non_finite"].to_numpy() > 0
+    context["non_finite"] = cells(numbers[bad].apply(np.isinf)) if bad.any() else []
+    bad = checks["magnitude"].to_numpy() > params.max_abs_value
+    context["absurd"] = (
+        cells(numbers[bad].abs().gt(params.max_abs_value) & np.isfinite(numbers[bad])) if bad.any() else []
+    )
+    rows = checks.index[checks["spread_ratio"].to_numpy() > params.max_spread_ratio]
+    context["wide_spread"] = _at(
+        checks,
+        rows,
+        lambda r: (
+            f"spread {checks.at[r, 'spread']:.6g} = {checks.at[r, 'spread_ratio']:.3g} × close "
+            f"{checks.at[r, 'close']:.6g}"
+        ),
+    )
+    rows = checks.index[~checks["before_end"].to_numpy()]
+    context["future"] = _at(checks, rows, lambda r: "bar")
+    grace = params.grace_td.total_seconds()
+    rows = checks.index[checks["outside_session_s"].to_numpy() > grace]
+    context["closed"] = _at(
+        checks,
+        rows,
+        lambda r: (
+            f"{pd.Timedelta(seconds=float(checks.at[r, 'outside_session_s']))} outside a session,"
+            f" a {checks.at[r, 'timestamp'].day_name()},"
+        ),
+    )
+    context["off_grid"] = [
+        t.isoformat() for t in checks.loc[~checks["on_grid"].to_numpy(), "timestamp"].head(MAX_EXAMPLES)
+    ]
+    if (checks["identical_ohlc_run"].to_numpy() >= max(params.frozen_bars.of(asset_class), 2)).any() or (
+        checks["zero_volume_run"].to_numpy() >= max(params.zero_volume_bars.of(asset_class), 2)
+    ).any():
+        order = time_order(checks["timestamp"])
+        context["frozen"] = _runs(checks, "identical_ohlc_run", params.frozen_bars.of(asset_class), order)
+        context["zero_volume"] = _runs(
+            checks, "zero_volume_run", params.zero_volume_bars.of(asset_class), order
+        )
+    return context
+
+
 def _message_context(
     frame: pd.DataFrame, checks: pd.DataFrame, view: CalendarView, params: ValidateParams
 ) -> dict[str, Any]:
@@ -119,13 +217,17 @@ def validate_instrument(
     timestamps = lenient_utc(frame.get("timestamp"), len(frame))
     end = window.end_for(timestamps)
     view = calendar_view(timestamps, broker, window.start, end, window.interval)
-    checks = checks_table(frame, view.expected, timestamps)
+    checks = checks_table(
+        frame, view.expected, timestamps, broker=broker, interval=window.interval, end=window.end
+    )
+    asset_class = profile(broker).asset_class
     tables: dict[str, tuple[pd.DataFrame, list[Rule]]] = {
         "bars": (frame, bars_rules(frame, broker, symbol)),
-        "checks": (checks, checks_rules(params)),
+        "checks": (checks, checks_rules(params, asset_class)),
         "sessions": (view.sessions, sessions_rules(params)),
     }
     context = _message_context(frame, checks, view, params)
+    context.update(_fault_context(checks, params, asset_class, window.end))
     out = InstrumentResult(
         broker=broker,
         symbol=symbol,
