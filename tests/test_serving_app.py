@@ -458,3 +458,102 @@ def test_model_version_label_follows_the_contract(uri: str, explicit: str | None
 def test_a_bad_numeric_setting_is_a_config_error_naming_it(value: str) -> None:
     with pytest.raises(ConfigError, match="PREDICT_WORKERS"):
         ServerConfig.from_env({"MODEL_URI": "models/model", "PREDICT_WORKERS": value})
+
+
+# ------------------------------------------------------------------- values the model cannot handle
+
+
+@pytest.fixture(scope="module")
+def logreg_models(tmp_path_factory: pytest.TempPathFactory, features: pd.DataFrame) -> dict[str, Path]:
+    """The training pipeline's logistic candidate (impute → scale → LogisticRegression), fitted on real
+    features: once logged by ``autotrader.modeling.tracking.log_model`` (bounds recorded with it),
+    once saved plainly, as a model from before bounds were recorded."""
+    import mlflow
+    import mlflow.sklearn
+
+    from autotrader.modeling.models import build
+    from autotrader.modeling.tracking import download_model, log_model, skops_trusted_types
+    from autotrader.params import TrainParams
+
+    root = tmp_path_factory.mktemp("logreg")
+    cols = feature_columns(features)
+    X = features[cols].astype("float64")
+    forward = features.groupby(["broker", "symbol"])["close"].shift(-12) / features["close"] - 1
+    y = np.sign(forward.fillna(0.0).round(4)).astype(int)
+    model = build("logreg", TrainParams()).fit(X, y)
+    bounded = root / "bounded"
+    bounded.mkdir()
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    try:
+        experiment = mlflow.create_experiment("bounds", artifact_location=(root / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            logged = log_model(model, X)
+        download_model(logged.model_uri, bounded)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    plain = root / "plain"
+    mlflow.sklearn.save_model(
+        model,
+        str(plain),
+        signature=mlflow.models.infer_signature(X.head(20), y.head(20)),
+        skops_trusted_types=skops_trusted_types(model),
+    )
+    return {"bounded": bounded, "plain": plain}
+
+
+@pytest.mark.parametrize("kind", ["bounded", "plain"])
+def test_a_huge_feature_value_is_a_422_naming_the_feature_not_a_500(
+    logreg_models: dict[str, Path], features: pd.DataFrame, kind: str
+) -> None:
+    """1e306 is valid JSON and a finite float, but the logistic model overflows on it (before: a 500).
+    With bounds recorded at training it is refused against them; without, by the finite check of the
+    Pipeline's transformed input."""
+    cols = feature_columns(features)
+    good = instance(features.dropna(subset=cols).iloc[-1], cols)
+    with _client(str(logreg_models[kind]), kind) as c:
+        assert c.app.state.loader.wait(60)
+        assert c.get("/readyz").status_code == 200, c.get("/readyz").text
+        assert c.post("/predict", json=good).status_code == 200
+        for feature in ("ret_1", "vol_12", cols[-1]):
+            for huge in (1e306, -1e306):
+                bad = {**good, "features": {**good["features"], feature: huge}}
+                response = c.post("/predict", json={"instances": [good, bad]})
+                if kind == "plain" and feature != "ret_1":
+                    # without bounds only what overflows is refused; a value the scaler turns into
+                    # something finite is the model's to judge (here: a prediction, never a 500)
+                    assert response.status_code in (200, 422), (feature, response.text)
+                    if response.status_code == 200:
+                        continue
+                assert response.status_code == 422, (feature, response.text)
+                detail = response.json()["detail"]
+                assert f"instances[1].features.{feature}" in detail, detail
+        assert value(c, "autotrader_requests_total", route="/predict", status="500") == 0
+        assert c.post("/predict", json=good).status_code == 200
+
+
+def test_recorded_bounds_come_from_the_training_rows(
+    logreg_models: dict[str, Path], features: pd.DataFrame
+) -> None:
+    from mlflow.models import Model
+
+    cols = feature_columns(features)
+    recorded = Model.load(str(logreg_models["bounded"] / "MLmodel")).metadata["feature_bounds"]
+    assert set(recorded) == set(cols)
+    for c in cols:
+        column = features[c].astype("float64")
+        if column.notna().any():
+            assert recorded[c] == [pytest.approx(column.min()), pytest.approx(column.max())]
+        else:
+            assert recorded[c] is None
+    # a value inside the widened range is accepted, one just beyond it is not
+    good = instance(features.dropna(subset=cols).iloc[-1], cols)
+    lo, hi = recorded["ret_1"]
+    edge = hi + 10 * (hi - lo)
+    with _client(str(logreg_models["bounded"]), "b") as c:
+        assert c.app.state.loader.wait(60)
+        inside = {**good, "features": {**good["features"], "ret_1": edge * 0.999}}
+        outside = {**good, "features": {**good["features"], "ret_1": edge * 1.001}}
+        assert c.post("/predict", json=inside).status_code == 200
+        response = c.post("/predict", json=outside)
+        assert response.status_code == 422 and "training range" in response.json()["detail"]

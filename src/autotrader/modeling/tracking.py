@@ -4,12 +4,18 @@ Takes an already-connected MLflow (``autotrader.registry.connect`` sets the proc
 and uses the fluent API, because ``log_model`` logs into the active run. The model folder at
 ``params.paths.model`` is a download of exactly the logged model, so its ``MLmodel`` names the run and
 the logged-model id that ``evaluate``, ``gate`` and ``promote`` report to.
+
+A training process killed with ``kill -9`` never ends its MLflow run, which would stay RUNNING
+forever. Each training run therefore carries its owner (host, pid and the pid's start time,
+``run_owner_tags``), and the next training start marks FAILED every RUNNING training run whose
+owner is gone (``fail_abandoned_runs``).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import socket
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +31,11 @@ from autotrader.errors import ModelError
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 MODEL_ARTIFACT = "model"
+STAGE_TAG = "autotrader.stage"
+OWNER_HOST_TAG = "autotrader.owner.host"
+OWNER_PID_TAG = "autotrader.owner.pid"
+OWNER_START_TAG = "autotrader.owner.started"  # the pid's start time (clock ticks since boot): pids get reused
+ABANDONED_TAG = "autotrader.abandoned"
 CARD_ARTIFACT = "model_card.md"
 
 
@@ -110,6 +121,23 @@ def finite_metrics(values: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+FEATURE_BOUNDS_KEY = "feature_bounds"  # read by autotrader.serving.model (same key)
+
+
+def feature_bounds(X: pd.DataFrame) -> dict[str, list[float] | None]:
+    """Per feature, [min, max] of its finite training values (None for a column without any).
+
+    Stored in the model's MLmodel ``metadata``: the server refuses (422) values far outside what the
+    model was fitted on, instead of overflowing in it (docs/serving.md, "Input validation").
+    """
+    out: dict[str, list[float] | None] = {}
+    for column in X.columns:
+        values = X[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        values = values[np.isfinite(values)]
+        out[str(column)] = [float(values.min()), float(values.max())] if len(values) else None
+    return out
+
+
 def log_model(model: Any, X: pd.DataFrame, name: str = MODEL_ARTIFACT) -> LoggedModel:
     """Log the sklearn Pipeline into the active run with a signature (feature columns → class) and an example."""
     import mlflow
@@ -125,6 +153,7 @@ def log_model(model: Any, X: pd.DataFrame, name: str = MODEL_ARTIFACT) -> Logged
         pip_requirements=pip_requirements(),
         serialization_format="skops",
         skops_trusted_types=skops_trusted_types(model) or None,
+        metadata={FEATURE_BOUNDS_KEY: feature_bounds(X)},
     )
     return LoggedModel(run_id=info.run_id, model_id=getattr(info, "model_id", None), model_uri=info.model_uri)
 
@@ -161,6 +190,59 @@ def download_model(model_uri: str, dest: Path) -> None:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
         for item in sorted(local.iterdir()):
             item.rename(dest / item.name)
+
+
+def _process_start(pid: int) -> str | None:
+    """When ``pid`` started (field 22 of /proc/<pid>/stat), or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def run_owner_tags() -> dict[str, str]:
+    """Who runs this training: tags that let a later start tell a live run from an abandoned one."""
+    pid = os.getpid()
+    return {
+        OWNER_HOST_TAG: socket.gethostname(),
+        OWNER_PID_TAG: str(pid),
+        OWNER_START_TAG: _process_start(pid) or "",
+    }
+
+
+def _owner_alive(tags: Mapping[str, str]) -> bool | None:
+    """True/False when the run's owner is on this host; None when it cannot be told (another host, no tags)."""
+    if tags.get(OWNER_HOST_TAG) != socket.gethostname() or not tags.get(OWNER_PID_TAG, "").isdigit():
+        return None
+    started = _process_start(int(tags[OWNER_PID_TAG]))
+    return started is not None and started == tags.get(OWNER_START_TAG, started)
+
+
+def fail_abandoned_runs(
+    client: Any, experiment_id: str, tracking_uri: str, stage: str = "train"
+) -> list[str]:
+    """Mark FAILED the RUNNING ``stage`` runs whose process is gone; returns their ids.
+
+    The caller holds the stage's output lock, so no other run of the stage in this repository is
+    alive. A run whose owner is on this host is judged by its pid (and the pid's start time). One
+    without an owner on this host is failed only if the store is local (sqlite or a folder, which no
+    other machine writes); on a shared remote server it may be another machine's live run.
+    """
+    local_store = not tracking_uri.startswith(("http://", "https://", "databricks"))
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{STAGE_TAG}` = '{stage}'"
+    )
+    failed = []
+    for run in runs:
+        alive = _owner_alive(run.data.tags)
+        if alive is False or (alive is None and local_store):
+            client.set_tag(
+                run.info.run_id, ABANDONED_TAG, "its process died; marked FAILED by the next start"
+            )
+            client.set_terminated(run.info.run_id, status="FAILED")
+            failed.append(run.info.run_id)
+    return failed
 
 
 def signature_inputs(meta: Any) -> list[str]:

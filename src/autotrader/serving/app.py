@@ -34,7 +34,14 @@ from starlette.requests import ClientDisconnect
 
 from autotrader.errors import ConfigError
 from autotrader.serving.metrics import CLIENT_CLOSED, CONTENT_TYPE, MetricsMiddleware, ServingMetrics
-from autotrader.serving.model import LoadedModel, ModelLoader, ModelOutputError, limit_threads, version_label
+from autotrader.serving.model import (
+    DEFAULT_BOUNDS_MARGIN,
+    LoadedModel,
+    ModelLoader,
+    ModelOutputError,
+    limit_threads,
+    version_label,
+)
 from autotrader.serving.online import OnlineScorer
 from autotrader.serving.schemas import (
     MAX_BATCH,
@@ -68,6 +75,7 @@ class ServerConfig:
     body_timeout_s: float = 10.0  # the body must arrive within this once the headers are in: else 408
     max_connections: int = 1024  # open connections beyond this are answered 503 and closed (protocol.py)
     max_clock_skew_s: float = 120.0  # a bar dated further than this into the future is refused (422)
+    bounds_margin: float = DEFAULT_BOUNDS_MARGIN  # feature values beyond training range ± this × span: 422
 
     @classmethod
     def from_env(
@@ -80,7 +88,7 @@ class ServerConfig:
         """``MODEL_URI``, ``MODEL_VERSION``, ``MODEL_LOAD_ATTEMPTS``, ``MODEL_LOAD_BACKOFF_S``,
         ``MODEL_THREADS``, ``PREDICT_WORKERS``, ``PREDICT_INLINE_MAX_BYTES``,
         ``REQUEST_HEADER_TIMEOUT_S``, ``REQUEST_BODY_TIMEOUT_S``, ``MAX_CONNECTIONS``,
-        ``PREDICT_MAX_CLOCK_SKEW_S`` (arguments win over the environment)."""
+        ``PREDICT_MAX_CLOCK_SKEW_S``, ``FEATURE_BOUNDS_MARGIN`` (arguments win over the environment)."""
         env = os.environ if env is None else env
         uri = model_uri or env.get("MODEL_URI") or None
         version = version_label(uri or "", model_version or env.get("MODEL_VERSION") or None)
@@ -96,6 +104,7 @@ class ServerConfig:
             body_timeout_s=_positive(env, "REQUEST_BODY_TIMEOUT_S", 10.0),
             max_connections=int(_positive(env, "MAX_CONNECTIONS", 1024)),
             max_clock_skew_s=_number(env, "PREDICT_MAX_CLOCK_SKEW_S", 120.0),
+            bounds_margin=_number(env, "FEATURE_BOUNDS_MARGIN", DEFAULT_BOUNDS_MARGIN),
         )
 
 
@@ -171,6 +180,8 @@ class PredictionService:
             return exc.status, exc.body()
         try:
             signals = model.predict(frame)
+        except RequestError as exc:  # the model's input transform overflowed on this input (model.py)
+            return exc.status, exc.body()
         except ModelOutputError as exc:
             log.error("model %s returned a bad prediction: %s", model.uri, exc)
             return 500, {"detail": f"model returned a bad prediction: {exc}"}
@@ -256,6 +267,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         attempts=config.load_attempts,
         backoff_s=config.load_backoff_s,
         threads=config.threads,
+        bounds_margin=config.bounds_margin,
     )
     loader.on_ready.append(lambda _model: metrics.ready.set(1))
     service = PredictionService(config, loader, metrics)

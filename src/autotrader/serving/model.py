@@ -42,6 +42,74 @@ class ModelOutputError(Exception):
     """The model answered with something that is not one signal in {-1, 0, 1} per instance."""
 
 
+# Where training records each feature's [min, max] over its training rows (the MLmodel ``metadata``,
+# written by ``autotrader.modeling.tracking.log_model``); read here without importing modeling.
+FEATURE_BOUNDS_KEY = "feature_bounds"
+DEFAULT_BOUNDS_MARGIN = 10.0
+
+
+@dataclass(frozen=True)
+class FeatureBounds:
+    """What values a model accepts, per column (in the model's column order).
+
+    A value is accepted within the training range widened by ``margin`` times its span on each
+    side: ``[min − margin·span, max + margin·span]`` (span = max − min, or max(|min|, |max|, 1) for
+    a constant column). Far outside it the model was never fitted (a logistic model overflows
+    at ~1e306: a 500 before this check); a bar that far out is a client or data bug, refused with
+    a 422 that names the feature. NaN (JSON null, "missing") is always accepted: the models handle it.
+    """
+
+    names: tuple[str, ...]
+    train_lo: np.ndarray
+    train_hi: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    margin: float
+
+    @classmethod
+    def from_metadata(
+        cls, metadata: Any, order: Sequence[str], margin: float = DEFAULT_BOUNDS_MARGIN
+    ) -> FeatureBounds | None:
+        """The bounds recorded with the model, in ``order``; None when it recorded none (older models)."""
+        recorded = (metadata or {}).get(FEATURE_BOUNDS_KEY) if isinstance(metadata, dict) else None
+        if not isinstance(recorded, dict):
+            return None
+        train_lo = np.full(len(order), -np.inf)
+        train_hi = np.full(len(order), np.inf)
+        for j, name in enumerate(order):
+            pair = recorded.get(name)
+            if isinstance(pair, list | tuple) and len(pair) == 2 and all(_finite(v) for v in pair):
+                train_lo[j], train_hi[j] = float(pair[0]), float(pair[1])
+        known = np.isfinite(train_lo)
+        span = np.where(
+            train_hi > train_lo,
+            train_hi - train_lo,
+            np.maximum(np.maximum(np.abs(train_lo), np.abs(train_hi)), 1.0),
+        )
+        with np.errstate(invalid="ignore", over="ignore"):
+            lo = np.where(known, train_lo - margin * span, -np.inf)
+            hi = np.where(known, train_hi + margin * span, np.inf)
+        return cls(tuple(order), train_lo, train_hi, lo, hi, margin)
+
+    def check(self, matrix: np.ndarray, instances: Sequence[Instance]) -> None:
+        """A RequestError (422) naming the first instance and feature outside the bounds."""
+        outside = (matrix < self.lo) | (matrix > self.hi)  # NaN compares False: missing is fine
+        if not outside.any():
+            return
+        i, j = (int(k) for k in np.argwhere(outside)[0])
+        inst = instances[i]
+        raise RequestError(
+            422,
+            f"instances[{i}].features.{self.names[j]} ({inst.broker}/{inst.symbol}): {matrix[i, j]:.6g} is "
+            f"outside the range this model accepts [{self.lo[j]:.6g}, {self.hi[j]:.6g}] (its training "
+            f"range [{self.train_lo[j]:.6g}, {self.train_hi[j]:.6g}] widened by {self.margin:g}× its span)",
+        )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+
+
 def version_label(model_uri: str, explicit: str | None = None) -> str:
     """The ``model_version`` label: ``MODEL_VERSION`` if given, N for ``models:/name/N``, else "local".
 
@@ -85,9 +153,12 @@ class LoadedModel:
     estimator: Any = None  # set for the fast path
     order: tuple[str, ...] | None = None  # the estimator's column order (fast path)
     flat: FlatHGB | None = None  # verified flat tree walk for small requests (HGB only, see hgb.py)
+    bounds: FeatureBounds | None = None  # the accepted value range per column, from training (if recorded)
+    pre: Any = None  # a Pipeline's transform steps, run apart so their output can be checked (fast path)
+    final: Any = None  # ... and its final estimator
 
     @classmethod
-    def from_pyfunc(cls, pyfunc: Any, uri: str) -> LoadedModel:
+    def from_pyfunc(cls, pyfunc: Any, uri: str, bounds_margin: float = DEFAULT_BOUNDS_MARGIN) -> LoadedModel:
         schema = pyfunc.metadata.get_input_schema()
         if schema is None:
             return cls(pyfunc=pyfunc, uri=uri, columns=None)
@@ -111,6 +182,10 @@ class LoadedModel:
             model.order = tuple(str(c) for c in fitted)
             _quiet_feature_name_warning()
             model.flat = compile_hgb(estimator)
+            model.pre, model.final = _split_pipeline(estimator)
+        model.bounds = FeatureBounds.from_metadata(
+            getattr(pyfunc.metadata, "metadata", None), model.order or names, bounds_margin
+        )
         return model
 
     def frame(self, instances: Sequence[Instance]) -> Any:
@@ -137,6 +212,8 @@ class LoadedModel:
         nan = np.nan
         rows = [[nan if (v := f[c]) is None else v for c in order] for f in (i.features for i in instances)]
         matrix = np.array(rows, dtype=np.float64).reshape(len(instances), len(order))
+        if self.bounds is not None:
+            self.bounds.check(matrix, instances)
         if self.estimator is not None:
             return matrix
         frame = pd.DataFrame(matrix, columns=list(order), copy=False)
@@ -157,6 +234,8 @@ class LoadedModel:
         """Signals as int8 in {-1, 0, 1}, one per row; a ModelOutputError when the model says otherwise."""
         if self.flat is not None and len(inputs) <= FLAT_MAX_ROWS:
             raw = self.flat.predict(inputs)
+        elif self.pre is not None:
+            raw = self.final.predict(self._transform(inputs))
         elif self.estimator is not None:
             raw = self.estimator.predict(inputs)
         else:
@@ -175,6 +254,32 @@ class LoadedModel:
         if bad.any():
             raise ModelOutputError(f"model returned {values[bad][0]!r}; expected signals in {{-1, 0, 1}}")
         return signals.astype(np.int8)
+
+    def _transform(self, matrix: np.ndarray) -> Any:
+        """The Pipeline's transforms, then a finite-output check: a 422 naming the feature that overflowed.
+
+        This is exactly what ``Pipeline.predict`` does before its last step, plus the check. It
+        catches what the recorded bounds cannot (a model trained before bounds were recorded): a
+        finite input the scaler turns into ±inf (1e306 / a small scale), which the logistic model
+        would refuse with a ValueError, a 500.
+        """
+        out = self.pre.transform(matrix)
+        values = out.toarray() if hasattr(out, "toarray") else np.asarray(out)
+        bad = np.isinf(values)
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            order = list(self.order or ())
+            try:
+                name = str(self.pre.get_feature_names_out(order)[j])
+            except Exception:  # a transform without feature names: say which output column
+                name = f"transformed column {j}"
+            sent = f"{matrix[i, order.index(name)]:.6g}" if name in order else "a value"
+            raise RequestError(
+                422,
+                f"instances[{i}].features.{name}: {sent} overflows the model's input transform to "
+                "infinity; send values in the range the model was trained on",
+            )
+        return out
 
     def warm(self) -> None:
         """One dummy prediction, so the first real request does not pay for lazy initialisation."""
@@ -201,6 +306,20 @@ def _sklearn_estimator(pyfunc: Any) -> Any:
     return estimator if callable(getattr(estimator, "predict", None)) else None
 
 
+def _split_pipeline(estimator: Any) -> tuple[Any, Any]:
+    """(transforms, final step) of a Pipeline with transform steps, else (None, None).
+
+    A Pipeline whose other steps are all passthrough (what hgb training saves) needs no check.
+    """
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(estimator, Pipeline) or len(estimator.steps) < 2:
+        return None, None
+    if all(step in (None, "passthrough") for _, step in estimator.steps[:-1]):
+        return None, None
+    return estimator[:-1], estimator.steps[-1][1]
+
+
 def _quiet_feature_name_warning() -> None:
     """The fast path passes a matrix in ``feature_names_in_`` order; sklearn would warn on every call."""
     warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
@@ -223,13 +342,15 @@ def limit_threads(threads: int | None) -> None:
     threadpool_limits(limits=threads)
 
 
-def load(model_uri: str, threads: int | None = 1) -> LoadedModel:
+def load(
+    model_uri: str, threads: int | None = 1, bounds_margin: float = DEFAULT_BOUNDS_MARGIN
+) -> LoadedModel:
     """``mlflow.pyfunc.load_model`` + signature inspection + thread cap + warm-up; raises on any failure."""
     import mlflow.pyfunc
 
     pyfunc = mlflow.pyfunc.load_model(model_uri)
     limit_threads(threads)  # before anything predicts, after the model's libraries are loaded
-    model = LoadedModel.from_pyfunc(pyfunc, model_uri)
+    model = LoadedModel.from_pyfunc(pyfunc, model_uri, bounds_margin)
     model.warm()
     return model
 
@@ -248,10 +369,16 @@ class ModelLoader:
     """Loads the model on a background thread so ``/healthz`` answers while MLflow downloads."""
 
     def __init__(
-        self, model_uri: str | None, attempts: int = 3, backoff_s: float = 1.0, threads: int | None = 1
+        self,
+        model_uri: str | None,
+        attempts: int = 3,
+        backoff_s: float = 1.0,
+        threads: int | None = 1,
+        bounds_margin: float = DEFAULT_BOUNDS_MARGIN,
     ) -> None:
         self.model_uri = model_uri
         self.threads = threads
+        self.bounds_margin = bounds_margin
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
         self.state = LoadState()
@@ -282,7 +409,7 @@ class ModelLoader:
         started = time.perf_counter()
         for attempt in range(1, self.attempts + 1):
             try:
-                model = load(self.model_uri, self.threads)
+                model = load(self.model_uri, self.threads, self.bounds_margin)
             except Exception as exc:  # any failure keeps the server alive and not ready
                 reason = f"loading {self.model_uri} failed: {type(exc).__name__}: {_first_line(exc)}"
                 if attempt < self.attempts:
