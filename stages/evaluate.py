@@ -1,4 +1,8 @@
-"""Stage ``evaluate``: backtest the model on the test window; metrics, plots and the model card.
+"""Stage ``evaluate``: walk-forward out-of-sample backtest; metrics, plots and the model card.
+
+The chosen configuration is refitted before each of the ``train.oos_windows`` test windows except the
+last, which the shipped model predicts (``autotrader.modeling.walkforward``); the pooled returns are
+what the gates judge.
 
 Writes ``metrics/evaluate.json``, ``reports/plots/`` (CSV for ``dvc plots`` + PNG) and
 ``reports/model_card.md``, each atomically, and logs them to the training run in MLflow.
@@ -11,16 +15,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from autotrader import registry
 from autotrader.atomic import atomic_dir, write_json, write_text
 from autotrader.console import console, stage_main
 from autotrader.errors import ModelError
-from autotrader.modeling.dataset import read_prepared
-from autotrader.modeling.evaluation import evaluate
+from autotrader.faults import fault_point
+from autotrader.modeling.dataset import read_prepared, window_spans
+from autotrader.modeling.evaluation import evaluate, local_trials
 from autotrader.modeling.lineage import model_hash
 from autotrader.modeling.model_card import render
 from autotrader.modeling.plots import write_all
 from autotrader.modeling.tracking import CARD_ARTIFACT, check_inputs, finite_metrics, load_local_model
+from autotrader.modeling.walkforward import predict_out_of_sample
 from autotrader.params import load_params
 
 if TYPE_CHECKING:
@@ -38,9 +46,10 @@ def read_training(path: Path) -> dict:
 
 def main() -> int:
     params = load_params()
+    fault_point("evaluate", "start")
     paths = params.paths
     client = registry.connect(params)
-    prepared = read_prepared(paths.prepared, names=("test",))
+    prepared = read_prepared(paths.prepared)
     features = list(prepared.info["features"])
     local = load_local_model(paths.model)
     check_inputs(local, features, f"{paths.prepared}/test.parquet")
@@ -52,14 +61,26 @@ def main() -> int:
     with registry.mlflow_errors(f"finding the training run {run_id} of {paths.model}", uri):
         client.get_run(run_id)
 
-    with console.status("evaluate: backtesting the test window"):
-        result = evaluate(local.model, prepared.parts["test"], features, params)
+    history = pd.concat([prepared.parts["train"], prepared.parts["valid"]], ignore_index=True)
+    with console.status("evaluate: walk-forward refits and the out-of-sample backtest"):
+        oos = predict_out_of_sample(
+            history,
+            prepared.parts["test"],
+            features,
+            params.train,
+            str(training.get("chosen")),
+            window_spans(prepared.info),
+            last_model=local.model,
+        )
+        trials = training.get("trials") or local_trials(params)
+        result = evaluate(local.model, prepared.parts["test"], features, params, oos=oos, trials=trials)
     metrics = {
         **result.metrics,
         "run_id": run_id,
         "model_id": local.model_id,
         "model_hash": model_hash(paths.model),
     }
+    fault_point("evaluate", "middle")
     card = render(params, training=training, prepared=prepared.info, evaluation=metrics)
 
     # Log first, from the not-yet-visible plots folder: if MLflow fails, no output has changed.
@@ -67,12 +88,14 @@ def main() -> int:
         write_all(plots, result.plots)
         with registry.mlflow_errors(f"logging the evaluation to run {run_id}", uri):
             log_evaluation(client, run_id, metrics, card, plots)
+    fault_point("evaluate", "end")
     write_text(Path(paths.reports) / "model_card.md", card)
     write_json(Path(paths.metrics) / "evaluate.json", metrics)
     p = metrics["portfolio"]
     console.print(
-        f"evaluate: portfolio Sharpe {p['sharpe']:.2f}, max DD {p['max_drawdown']:.1%}, win rate "
-        f"{p['win_rate']:.1%}, {p['n_trades']} trades; IC {metrics['ic']:.3f} → {paths.metrics}/evaluate.json"
+        f"evaluate: {len(metrics['windows'])} OOS windows pooled: Sharpe {p['sharpe']:.2f}, max DD "
+        f"{p['max_drawdown']:.1%}, win rate {p['win_rate']:.1%}, {p['n_trades']} trades; IC {metrics['ic']:.3f}; "
+        f"DSR {metrics['dsr']['dsr']:.3f} ({metrics['dsr']['n_trials']:.0f} trials) → {paths.metrics}/evaluate.json"
     )
     return 0
 

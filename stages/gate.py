@@ -1,8 +1,10 @@
 """Stage ``gate``: decide whether the evaluated model may be promoted; write ``metrics/gates.json``.
 
-Every gate in ``params.gates`` must pass at portfolio level; when the registry has a ``champion``, it is
-backtested on the same test window and the candidate may trail its Sharpe by at most
-``gates.max_regression``. A failed gate is an outcome, not an error: the stage exits 0 and records
+Every gate in ``params.gates`` must pass at portfolio level on the pooled walk-forward returns (the
+deflated Sharpe over every trial counted included); when the registry has a ``champion``, it and the
+candidate are backtested on the same rows — the last test window, the one the shipped model never
+saw — and the candidate may trail its Sharpe by at most ``gates.max_regression``. ``verdict`` is
+``pass``, ``fail`` or ``insufficient_evidence`` (the window cannot hold ``min_trades`` bets). A failed gate is an outcome, not an error: the stage exits 0 and records
 ``"promote": false``. gates.json carries the content hash of the model folder it judged, so
 ``promote`` can refuse a model that changed since.
 """
@@ -18,16 +20,20 @@ from autotrader import registry
 from autotrader.atomic import write_json
 from autotrader.console import console, stage_main
 from autotrader.errors import ModelError
-from autotrader.modeling.dataset import read_prepared
+from autotrader.faults import fault_point
+from autotrader.modeling.dataset import read_prepared, window_spans
 from autotrader.modeling.evaluation import backtest_model
-from autotrader.modeling.gates import decide, evaluate_gates, failures
+from autotrader.modeling.gates import decide, evaluate_gates, failures, verdict
 from autotrader.modeling.lineage import model_hash
-from autotrader.modeling.tracking import load_local_model, load_registered_model
+from autotrader.modeling.tracking import LocalModel, load_local_model, load_registered_model
+from autotrader.modeling.walkforward import window_of
 from autotrader.params import Params, load_params
 
 
-def champion_result(params: Params, features: list[str], test: pd.DataFrame) -> dict | None:
-    """The champion's Sharpe on the same test rows, or why it could not be compared; None if no champion."""
+def champion_result(
+    params: Params, features: list[str], test: pd.DataFrame, candidate: LocalModel
+) -> dict | None:
+    """The champion's and the candidate's Sharpe on the same rows, or why not comparable; None if no champion."""
     name = params.mlflow.model_name
     version = registry.version_for_alias(name, registry.CHAMPION)
     if version is None:
@@ -36,11 +42,18 @@ def champion_result(params: Params, features: list[str], test: pd.DataFrame) -> 
     if champion.inputs != features:
         return {"version": version, "skipped": f"champion v{version} takes other features than the candidate"}
     result = backtest_model(champion.model, test, features, params)
-    return {"version": version, "sharpe": result.metrics["portfolio"]["sharpe"]}
+    mine = backtest_model(candidate.model, test, features, params)
+    return {
+        "version": version,
+        "sharpe": result.metrics["portfolio"]["sharpe"],
+        "candidate_sharpe": mine.metrics["portfolio"]["sharpe"],
+        "rows": len(test),
+    }
 
 
 def main() -> int:
     params = load_params()
+    fault_point("gate", "start")
     paths = params.paths
     evaluate_path = Path(paths.metrics) / "evaluate.json"
     try:
@@ -59,12 +72,23 @@ def main() -> int:
     registry.connect(params)
     prepared = read_prepared(paths.prepared, names=("test",))
     features = list(prepared.info["features"])
+    test = prepared.parts["test"]
+    spans = window_spans(prepared.info)
+    last = test[window_of(test["timestamp"], spans) == len(spans) - 1].reset_index(drop=True)
     with console.status("gate: checking the champion"):
-        champion = champion_result(params, features, prepared.parts["test"])
-    results = evaluate_gates(evaluation["portfolio"], params.gates, champion)
+        champion = champion_result(params, features, last, local)
+    fault_point("gate", "middle")
+    results = evaluate_gates(
+        evaluation["portfolio"],
+        params.gates,
+        champion,
+        dsr=evaluation.get("dsr"),
+        capacity=evaluation.get("capacity"),
+    )
     promote = decide(results)
-    verdict = {
+    record = {
         "promote": promote,
+        "verdict": verdict(results),
         "gates": results,
         "failed": failures(results),
         "champion": champion,
@@ -73,12 +97,15 @@ def main() -> int:
         "model_id": local.model_id,
         "model_name": params.mlflow.model_name,
         "features": features,
+        "trials": (evaluation.get("dsr") or {}).get("trials"),
+        "windows": evaluation.get("windows"),
     }
-    write_json(Path(paths.metrics) / "gates.json", verdict)
+    fault_point("gate", "end")
+    write_json(Path(paths.metrics) / "gates.json", record)
     if promote:
         console.print("gate: [green]all gates pass[/] → promote")
     else:
-        console.print(f"gate: [yellow]not promoted[/]: {'; '.join(verdict['failed'])}")
+        console.print(f"gate: [yellow]not promoted ({record['verdict']})[/]: {'; '.join(record['failed'])}")
     return 0
 
 

@@ -13,7 +13,7 @@ from autotrader import registry
 from autotrader.atomic import atomic_dir, write_json
 from autotrader.console import console, progress, stage_main
 from autotrader.modeling import train as training
-from autotrader.modeling.dataset import read_prepared
+from autotrader.modeling.dataset import read_prepared, window_spans
 from autotrader.modeling.lineage import data_version, git_commit, model_hash
 from autotrader.modeling.model_card import render
 from autotrader.modeling.models import hyperparameters
@@ -26,6 +26,7 @@ from autotrader.modeling.tracking import (
     log_replay_rows,
     replay_rows,
 )
+from autotrader.modeling.trials import MODEL_TAG, count_trials
 from autotrader.params import load_params
 
 
@@ -36,8 +37,12 @@ def main() -> int:
     paths = params.paths
     registry.connect(params)
     experiment_id = registry.ensure_experiment(params)
-    prepared = read_prepared(paths.prepared, names=("train", "valid"))
+    prepared = read_prepared(paths.prepared)
     features = list(prepared.info["features"])
+    # The shipped model is the one the last walk-forward window tests: it also learns from the
+    # earlier OOS windows (purged and embargoed against the last one), as the weekly retraining would.
+    last_window = window_spans(prepared.info)[-1].start
+    earlier_oos = training.rows_before(prepared.parts.pop("test"), last_window, params.train.embargo)
     lineage = {**data_version(paths.features), **git_commit()}
 
     with progress() as bar:
@@ -49,6 +54,12 @@ def main() -> int:
             params.train,
             advance=lambda label: bar.update(task, advance=1, description=label),
             where=f"{paths.prepared}/train.parquet",
+            extra=earlier_oos,
+            final_before=last_window,
+        )
+    with registry.mlflow_errors("counting earlier trials of this model", registry.tracking_uri(params)):
+        trials = count_trials(
+            mlflow.MlflowClient(), experiment_id, params.mlflow.model_name, len(params.train.candidates)
         )
 
     summary = {
@@ -60,6 +71,7 @@ def main() -> int:
         "valid": result.valid_scores,
         "counts": result.counts,
         "features": len(features),
+        "trials": trials,
         **lineage,
     }
     uri = registry.tracking_uri(params)
@@ -71,6 +83,7 @@ def main() -> int:
             {
                 "autotrader.stage": "train",
                 "autotrader.candidate": result.chosen,
+                MODEL_TAG: params.mlflow.model_name,
                 "data_version": lineage["data_version"],
                 "data_version_source": lineage["data_version_source"],
                 "git_commit": lineage["git_commit"] or "none",

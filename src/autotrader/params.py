@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pandas as pd
 import yaml
@@ -46,7 +46,9 @@ class Instrument(_Strict):
 
 class SimParams(_Strict):
     seed: int = 7
-    signal_strength: float = Field(default=4.0, ge=0.0)
+    # A number (0 = no signal at all), or the name of a calibrated preset of autotrader.sources.sim
+    # ("realistic": a per-bar IC of a few hundredths, as real intraday signals show).
+    signal_strength: Annotated[float, Field(ge=0.0)] | Literal["realistic"] = 4.0
     epoch: str = "2026-01-01"  # the simulated market begins here; bars after it never depend on the window
     regime_switching: bool = True  # false: calm volatility throughout (the health false-alarm bench)
 
@@ -253,6 +255,11 @@ class GateParams(_Strict):
     min_sharpe: float = 2.0
     max_drawdown: float = 0.15
     min_win_rate: float = 0.55
+    # Walk-forward out-of-sample evaluation: this many consecutive test windows of test_days each,
+    # the chosen configuration refitted before each (as the weekly retraining would).
+    oos_windows: int = Field(default=4, ge=1)
+    bootstrap_samples: int = Field(default=2000, ge=100)  # stationary bootstrap of the OOS Sharpe
+    ci_level: float = Field(default=0.9, gt=0, lt=1)
     min_trades: int = 100
     max_regression: float = 0.10
 
@@ -262,6 +269,7 @@ class MlflowParams(_Strict):
     artifact_location: str = "mlartifacts"
     experiment: str = "autotrader"
     model_name: str = "autotrader-signal"
+    fill: Literal["next_open", "close"] = "next_open"  # where an order decided at a close fills
 
     def resolved_tracking_uri(self) -> str:
         """``MLFLOW_TRACKING_URI`` from the environment wins over params (remote servers, CI)."""
@@ -270,6 +278,7 @@ class MlflowParams(_Strict):
 
 class Params(_Strict):
     paths: Paths = Paths()
+    min_dsr: float = Field(default=0.95, ge=0, le=1)  # deflated Sharpe ratio, over every trial counted
     data: DataParams = DataParams()
     validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
     features: FeatureParams = FeatureParams()

@@ -3,25 +3,35 @@
 Holding rule (no look-ahead): each prediction is a bet on the next ``hold`` bars, ``hold`` being the
 label horizon ``train.horizon`` — exactly what the model was trained to predict. While flat, the
 signal made at the close of bar ``t−1`` opens a position for bar ``t`` (``position_t = signal_{t−1}``
-when it is long or short); the position is held for ``hold`` bars and closed at the close of the last
-one, where the signal of that bar may open the next bet at once (same or other direction). A bet
-still open after the last test bar is closed there. A position earns ``position_t × bar_return_t``
-(simple close-to-close return).
+when it is long or short); the position is held for ``hold`` bars, after which the signal of its last
+bar may open the next bet at once (same or other direction). A bet still open after the last test
+bar is closed at that bar's close.
 
-Costs: every entry and every exit pays ``costs.fees_bps[broker]`` + half the relative spread
-``spread / close`` of the bar whose close it trades at (``costs.default_spread_bps[broker]`` when
-the bar has no spread) — so a flip pays twice, and so does a bet rolled into one in the same
-direction (conservative: it is charged as an exit and an entry).
+Fills (``costs.fill``): ``next_open`` (default) — an order decided at the close of bar ``t−1`` fills
+at the *open* of bar ``t``, so the gap ``close_{t−1} → open_t`` (a weekend, an overnight session, a
+jump) belongs to the position held *before* the change. ``close`` — it fills at the close of bar
+``t−1`` (the optimistic same-bar convention). Each bar is split into two legs, the gap
+``open_t / close_{t−1} − 1`` and the intrabar move ``close_t / open_t − 1``; under ``next_open`` the
+gap leg carries the previous position, under ``close`` both legs carry the new one. A bar without an
+``open`` is treated as opening at the previous close (no gap).
 
-Trades: a trade is one bet, from entry to exit; its return compounds its bars' net returns, entry
-and exit costs included, so the trades compound exactly to the equity curve.
+Costs: only when the position actually changes. Leaving a position pays ``|old|`` units and
+entering one ``|new|`` units of ``costs.fees_bps[broker]`` + half the relative spread ``spread /
+close`` of the bar traded at (``costs.default_spread_bps[broker]`` when it has none): a flip pays
+twice, a bet rolled into another in the same direction pays nothing, and turnover counts the units
+really traded (including closing the last position at the end of the window).
+
+Trades: a trade is one bet (one decision of the model), from its fill to its exit fill; its return
+compounds its legs' net returns, entry and exit costs included, so the trades compound exactly to
+the equity curve. Rolled bets are separate trades with no cost between them.
 
 Daily returns: per instrument, bars are grouped by their exchange session (``autotrader.calendars``:
 UTC day for crypto, the 17:00 New-York FX day, the NYSE session) and annualised with that asset
 class's periods per year (365 / 260 / 252). Portfolio: equal capital per instrument, rebalanced every
 bar (its bar return is the mean of the instruments' bar returns, 0 for an instrument without a bar),
-grouped by UTC day and annualised with the largest periods-per-year of its instruments (365 as soon
-as crypto is in: the portfolio then has a return every calendar day).
+grouped and annualised on the calendar of what it holds: the session calendar of its widest market
+(crypto → UTC days at 365; FX without crypto → the 17:00 New-York day at 260; equities only → NYSE
+sessions at 252). A portfolio of one instrument is therefore exactly that instrument.
 """
 
 from __future__ import annotations
@@ -121,22 +131,83 @@ def bets(signal: np.ndarray, hold: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return position, np.asarray(starts, dtype="int64"), np.asarray(ends, dtype="int64")
 
 
-def run_instrument(frame: pd.DataFrame, costs: CostParams, hold: int = 1) -> InstrumentResult:
+FILLS: tuple[str, ...] = ("next_open", "close")
+
+
+def legs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(gap, intrabar) simple returns of each bar: ``open/close_prev − 1`` and ``close/open − 1``.
+
+    ``bar_return`` (close-to-close, computed before rows were dropped) gives the previous close, so
+    the first test bar has its gap too. A missing or non-positive open means no gap.
+    """
+    bar = np.nan_to_num(frame[BAR_RETURN].to_numpy("float64"), nan=0.0)
+    close = frame["close"].to_numpy("float64")
+    opens = frame["open"].to_numpy("float64") if "open" in frame else np.full(len(frame), np.nan)
+    ok = np.isfinite(opens) & (opens > 0) & np.isfinite(close) & (close > 0)
+    safe_open = np.where(ok, opens, 1.0)
+    gap = np.where(ok, (1.0 + bar) * safe_open / np.where(ok, close, 1.0) - 1.0, 0.0)
+    intra = np.where(ok, close / safe_open - 1.0, bar)
+    return gap, intra
+
+
+def leg_costs(position: np.ndarray, rates: np.ndarray, fill: str) -> np.ndarray:
+    """Cost of each of the ``2n`` legs: paid only where the position changes (and at the very end).
+
+    Leg ``2t`` is bar ``t``'s gap, leg ``2t+1`` its intrabar move. Under ``next_open`` a change at
+    bar ``t`` fills at its open: the exit part is booked on the gap leg, the entry part on the
+    intrabar leg, both at bar ``t``'s rate. Under ``close`` it fills at the close of bar ``t−1``: exit
+    on leg ``2t−1``, entry on leg ``2t``, at bar ``t−1``'s rate. Whatever is open at the end is
+    closed at the last close (last leg).
+    """
+    n = len(position)
+    cost = np.zeros(2 * n)
+    previous = np.concatenate([[0], position[:-1]])
+    changed = np.flatnonzero(position != previous)
+    if fill == "next_open":
+        np.add.at(cost, 2 * changed, np.abs(previous[changed]) * rates[changed])
+        np.add.at(cost, 2 * changed + 1, np.abs(position[changed]) * rates[changed])
+    else:
+        changed = changed[changed > 0]  # position[0] is always flat (no signal before the window)
+        np.add.at(cost, 2 * changed - 1, np.abs(previous[changed]) * rates[changed - 1])
+        np.add.at(cost, 2 * changed, np.abs(position[changed]) * rates[changed - 1])
+    if n:
+        cost[-1] += abs(position[-1]) * rates[-1]
+    return cost
+
+
+def run_instrument(
+    frame: pd.DataFrame, costs: CostParams, hold: int = 1, fill: str | None = None
+) -> InstrumentResult:
     """Backtest one instrument's rows (sorted by time) carrying a ``signal`` column."""
+    fill = fill or costs.fill
+    if fill not in FILLS:
+        raise ValueError(f"costs.fill {fill!r} is not one of {', '.join(FILLS)}")
     broker, symbol = str(frame["broker"].iloc[0]), str(frame["symbol"].iloc[0])
     n = len(frame)
     signal = frame[SIGNAL].to_numpy("int64")
     position, starts, ends = bets(signal, hold)
     returns = np.nan_to_num(frame[BAR_RETURN].to_numpy("float64"), nan=0.0)
     rates = cost_rates(frame, broker, costs)
-    # Entry at the close of bar s−1 (priced with that bar's spread), booked on bar s; exit at the
-    # close of bar e, booked on bar e. So a trade's return is its bars' net returns compounded.
-    cost = np.zeros(n)
-    np.add.at(cost, starts, rates[starts - 1])
-    np.add.at(cost, ends, rates[ends])
-    gross = position * returns
-    net = gross - cost
-    log_net = np.concatenate([[0.0], np.cumsum(np.log1p(net))])
+    gap, intra = legs(frame)
+    previous = np.concatenate([[0], position[:-1]])
+    gap_position = previous if fill == "next_open" else position
+    leg_position = np.empty(2 * n)
+    leg_position[0::2], leg_position[1::2] = gap_position, position
+    leg_return = np.empty(2 * n)
+    leg_return[0::2], leg_return[1::2] = gap, intra
+    leg_gross = leg_position * leg_return
+    leg_cost = leg_costs(position, rates, fill)
+    leg_net = leg_gross - leg_cost
+    log_net = np.concatenate([[0.0], np.cumsum(np.log1p(leg_net))])
+    gross = np.expm1(np.log1p(leg_gross).reshape(n, 2).sum(axis=1))
+    net = np.expm1(np.log1p(leg_net).reshape(n, 2).sum(axis=1))
+    cost = leg_cost.reshape(n, 2).sum(axis=1)
+    # A bet's legs: from its fill to its exit fill (the gap leg of the bar after its last one under
+    # next_open, if the window has that bar; the intrabar leg of its last bar under close).
+    if fill == "next_open":
+        first, last = 2 * starts + 1, np.minimum(2 * ends + 2, 2 * n - 1)
+    else:
+        first, last = 2 * starts, 2 * ends + 1
     timestamps = frame["timestamp"].reset_index(drop=True)
     trades = pd.DataFrame(
         {
@@ -146,7 +217,7 @@ def run_instrument(frame: pd.DataFrame, costs: CostParams, hold: int = 1) -> Ins
             "exit": timestamps.iloc[ends].to_numpy(),
             "direction": position[starts],
             "bars": ends - starts + 1,
-            "ret": np.expm1(log_net[ends + 1] - log_net[starts]),
+            "ret": np.expm1(log_net[last + 1] - log_net[first]),
         }
     )
     days = session_dates(broker, timestamps)
@@ -161,6 +232,7 @@ def run_instrument(frame: pd.DataFrame, costs: CostParams, hold: int = 1) -> Ins
             "net": net,
         }
     )
+    turnover = float(np.abs(np.diff(np.concatenate([[0], position, [0]]))).sum())
     return InstrumentResult(
         broker=broker,
         symbol=symbol,
@@ -169,7 +241,7 @@ def run_instrument(frame: pd.DataFrame, costs: CostParams, hold: int = 1) -> Ins
         daily=daily_returns(net, days),
         daily_gross=daily_returns(gross, days),
         periods_per_year=calendars.periods_per_year(broker),
-        turnover=2.0 * len(starts),
+        turnover=turnover,
     )
 
 
@@ -191,7 +263,9 @@ def summarize(
         "win_rate": m.win_rate(trades["ret"]),
         "n_trades": len(trades),
         "profit_factor": m.profit_factor(trades["ret"]),
-        "avg_trade_return": float(trades["ret"].mean()) if len(trades) else 0.0,
+        # expectancy: the mean net return of a trade — a high win rate with a negative expectancy is a
+        # strategy that wins often and loses more.
+        "expectancy": float(trades["ret"].mean()) if len(trades) else 0.0,
         "total_return": float(np.prod(1.0 + np.asarray(bar_returns)) - 1.0),
         "turnover_per_day": turnover / n_days if n_days else 0.0,
         "exposure": exposure,
@@ -201,12 +275,17 @@ def summarize(
     }
 
 
-def run(frame: pd.DataFrame, costs: CostParams, hold: int = 1) -> BacktestResult:
+def portfolio_calendar(results: dict[str, InstrumentResult]) -> str:
+    """The broker whose session calendar the portfolio is grouped and annualised on: its widest market."""
+    return max((r.periods_per_year, -i, r.broker) for i, r in enumerate(results.values()))[2]
+
+
+def run(frame: pd.DataFrame, costs: CostParams, hold: int = 1, fill: str | None = None) -> BacktestResult:
     """Backtest every instrument in ``frame`` (test rows with ``signal``) and their equal-weight portfolio."""
     ordered = frame.sort_values([*KEYS, "timestamp"], kind="stable")
     results: dict[str, InstrumentResult] = {}
     for (broker, symbol), part in ordered.groupby(list(KEYS), sort=True):
-        results[f"{broker}/{symbol}"] = run_instrument(part.reset_index(drop=True), costs, hold)
+        results[f"{broker}/{symbol}"] = run_instrument(part.reset_index(drop=True), costs, hold, fill)
     if not results:
         raise ValueError("nothing to backtest: the frame has no rows")
 
@@ -219,15 +298,16 @@ def run(frame: pd.DataFrame, costs: CostParams, hold: int = 1) -> BacktestResult
     ).sort_index()
     portfolio = net.fillna(0.0).sum(axis=1) / n
     portfolio_gross = gross.fillna(0.0).sum(axis=1) / n
-    utc_days = pd.DatetimeIndex(portfolio.index).tz_convert("UTC").tz_localize(None).normalize()
-    ppy = max(r.periods_per_year for r in results.values())
+    calendar_broker = portfolio_calendar(results)
+    days = session_dates(calendar_broker, pd.Series(portfolio.index))
+    ppy = calendars.periods_per_year(calendar_broker)
     non_empty = [r.trades for r in results.values() if len(r.trades)]
     trades = pd.concat(non_empty, ignore_index=True) if non_empty else next(iter(results.values())).trades
     out = BacktestResult(
         instruments=results,
         portfolio_bars=portfolio,
-        portfolio_daily=daily_returns(portfolio.to_numpy(), utc_days),
-        portfolio_daily_gross=daily_returns(portfolio_gross.to_numpy(), utc_days),
+        portfolio_daily=daily_returns(portfolio.to_numpy(), days),
+        portfolio_daily_gross=daily_returns(portfolio_gross.to_numpy(), days),
         portfolio_periods_per_year=ppy,
         trades=trades,
     )

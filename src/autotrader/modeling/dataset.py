@@ -22,6 +22,7 @@ from autotrader.modeling import CLASSES, KEYS
 from autotrader.modeling.labels import BAR_RETURN, FWD_RETURN, LABEL, LABEL_END, label_frame
 from autotrader.modeling.splits import Boundaries, split_train_valid_test
 from autotrader.modeling.train import check_labels
+from autotrader.modeling.walkforward import Window, windows
 from autotrader.params import Params
 from autotrader.store import feature_columns, load_features, read_metadata
 
@@ -31,6 +32,7 @@ BASE_COLUMNS: tuple[str, ...] = (
     "timestamp",
     "broker",
     "symbol",
+    "open",
     "close",
     "spread",
     BAR_RETURN,
@@ -91,7 +93,7 @@ def label_and_split(
         labelled,
         start=start,
         end=end,
-        test_days=train.test_days,
+        test_days=train.test_days * train.oos_windows,
         validation_fraction=train.validation_fraction,
         embargo=train.embargo,
     )
@@ -134,6 +136,7 @@ def prepare(params: Params, root: str | None = None) -> Prepared:
 
     info = {
         "boundaries": bounds.as_dict(),
+        "oos_windows": oos_windows(bounds, params),
         "horizon": train.horizon,
         "cost_threshold_bps": train.cost_threshold_bps,
         "embargo": train.embargo,
@@ -197,4 +200,23 @@ def prepare_frame(frame: pd.DataFrame, params: Params, features: list[str]) -> P
     start = end - pd.Timedelta(days=params.train.lookback_days)
     window = frame[(frame["timestamp"] >= start) & (frame["timestamp"] < end)]
     parts, bounds = label_and_split(window, params, features, start, end, where="the in-memory frame")
-    return Prepared(parts=parts, info={"boundaries": bounds.as_dict(), "features": list(features)})
+    info = {
+        "boundaries": bounds.as_dict(),
+        "oos_windows": oos_windows(bounds, params),
+        "features": list(features),
+    }
+    return Prepared(parts=parts, info=info)
+
+
+def oos_windows(bounds: Boundaries, params: Params) -> list[dict[str, str]]:
+    """The walk-forward test windows (``train.oos_windows`` × ``train.test_days``) as ISO strings."""
+    return [w.as_dict() for w in windows(bounds.test_start, bounds.end, params.train.oos_windows)]
+
+
+def window_spans(info: dict[str, Any]) -> list[Window]:
+    """The walk-forward windows recorded in splits.json (one window = the whole test split if absent)."""
+    spans = info.get("oos_windows")
+    if not spans:
+        b = info["boundaries"]
+        return [Window(pd.Timestamp(b["test_start"]), pd.Timestamp(b["end"]))]
+    return [Window(pd.Timestamp(w["start"]), pd.Timestamp(w["end"])) for w in spans]

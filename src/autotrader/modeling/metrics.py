@@ -10,6 +10,9 @@ Conventions (documented in docs/training.md and checked against ``empyrical`` in
 * Profit factor: gross profit of winning trades / gross loss of losing trades (None when no loss).
 * Deflated Sharpe ratio (Bailey & López de Prado, 2014): the probability that the true Sharpe is
   above the best Sharpe expected from ``n_trials`` unskilled configurations.
+* Sharpe confidence interval: percentile interval over a stationary bootstrap (Politis & Romano,
+  1994) of the daily returns, implemented here in numpy (no extra dependency); its coverage on a
+  known autocorrelated process is tested.
 """
 
 from __future__ import annotations
@@ -107,6 +110,67 @@ def deflated_sharpe_ratio(returns: pd.Series | np.ndarray, n_trials: int) -> dic
     denom = max(denom, 1e-12)
     dsr = float(stats.norm.cdf((sr - sr0) * math.sqrt(t - 1) / math.sqrt(denom)))
     return {"dsr": dsr, "sr": float(sr), "sr0": float(sr0), "n_trials": float(n_trials), "periods": float(t)}
+
+
+def stationary_bootstrap_indices(
+    n: int, samples: int, mean_block: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Politis & Romano (1994) stationary bootstrap: ``samples × n`` indices into a series of length ``n``.
+
+    Each resample is a chain of blocks with geometric lengths (mean ``mean_block``) starting at
+    uniformly drawn points, wrapping around the end: it keeps the short-range dependence of the
+    series (a daily P&L with overlapping bets is autocorrelated) while remaining stationary.
+    """
+    if n <= 0:
+        return np.zeros((samples, 0), dtype=np.int64)
+    p = 1.0 / max(float(mean_block), 1.0)
+    new_block = rng.random((samples, n)) < p
+    new_block[:, 0] = True
+    starts = rng.integers(0, n, size=(samples, n))
+    position = np.arange(n)
+    # the column where the current block began, and the start drawn there
+    began = np.maximum.accumulate(np.where(new_block, position, 0), axis=1)
+    first = np.take_along_axis(starts, began, axis=1)
+    return (first + position - began) % n
+
+
+def default_block_length(n: int) -> float:
+    """A mean block length of n^(1/3), the rate that is optimal for variance-type statistics."""
+    return max(1.0, float(n) ** (1.0 / 3.0))
+
+
+def sharpe_confidence_interval(
+    returns: pd.Series | np.ndarray,
+    periods_per_year: float,
+    *,
+    level: float = 0.9,
+    samples: int = 2000,
+    seed: int = 0,
+    mean_block: float | None = None,
+) -> dict[str, float | None]:
+    """Percentile CI of the annualised Sharpe by the stationary bootstrap (``None`` bounds if < 3 periods)."""
+    values = np.asarray(returns, dtype="float64")
+    values = values[np.isfinite(values)]
+    n = len(values)
+    point = sharpe_ratio(values, periods_per_year)
+    if n < 3:
+        return {"sharpe": point, "low": None, "high": None, "level": level, "block": None, "periods": n}
+    block = mean_block or default_block_length(n)
+    idx = stationary_bootstrap_indices(n, samples, block, np.random.default_rng(seed))
+    draws = values[idx]
+    std = draws.std(axis=1, ddof=1)
+    ok = std > 0
+    stats_ = np.where(ok, draws.mean(axis=1) / np.where(ok, std, 1.0), 0.0) * math.sqrt(periods_per_year)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(stats_, [alpha, 1.0 - alpha])
+    return {
+        "sharpe": point,
+        "low": float(low),
+        "high": float(high),
+        "level": level,
+        "block": float(block),
+        "periods": n,
+    }
 
 
 def sharpe_null_bound(n_days: int, periods_per_year: float, z: float = 4.0) -> float:

@@ -11,6 +11,7 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -34,8 +35,63 @@ def thread_limit() -> Iterator[None]:
     """
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=max(1, int(os.environ.get(THREADS_ENV, "1")))):
+    with threadpool_limits(limits=max(1, int(os.environ.get(THREADS_ENV, "1")))), batched_weighted_binning():
         yield
+
+
+def _batched_thresholds(
+    col_data: np.ndarray, max_bins: int, sample_weight: np.ndarray | None = None
+) -> np.ndarray:
+    """scikit-learn's ``_find_binning_thresholds`` with the weighted percentiles computed in one call.
+
+    With ``sample_weight`` (label-uniqueness weights), scikit-learn 1.9 computes the 254 bin edges of
+    every feature with 254 separate ``_weighted_percentile`` calls: a HistGradientBoosting fit became
+    10× slower (1.4 s instead of 0.13 s CPU on 15 000 rows). ``_weighted_percentile`` takes an array
+    of ranks, so this asks once; the thresholds are identical (tested against the original).
+    """
+    from sklearn.ensemble._hist_gradient_boosting import binning
+
+    if sample_weight is None:
+        return _ORIGINAL_THRESHOLDS[0](col_data, max_bins)
+    missing = np.isnan(col_data)
+    col_data, sample_weight = col_data[~missing], sample_weight[~missing]
+    nonzero = sample_weight != 0
+    col_data, sample_weight = col_data[nonzero], sample_weight[nonzero]
+    order = np.argsort(col_data)
+    col_data, sample_weight = col_data[order], sample_weight[order]
+    distinct = np.unique(col_data).astype(binning.X_DTYPE)
+    if len(distinct) == 1:
+        return np.asarray([])
+    if len(distinct) <= max_bins:
+        thresholds = binning.sliding_window_view(distinct, 2).mean(axis=1)
+    else:
+        ranks = np.linspace(0, 100, num=max_bins + 1)[1:-1]
+        thresholds = np.asarray(binning._weighted_percentile(col_data, sample_weight, ranks, average=True))
+    unique = np.unique(thresholds)
+    if unique.shape[0] != thresholds.shape[0]:
+        thresholds = unique
+    np.clip(thresholds, a_min=None, a_max=binning.ALMOST_INF, out=thresholds)
+    return thresholds
+
+
+_ORIGINAL_THRESHOLDS: list = []
+
+
+@contextlib.contextmanager
+def batched_weighted_binning() -> Iterator[None]:
+    """Swap in ``_batched_thresholds`` for the duration of a fit (restored after, even on error)."""
+    from sklearn.ensemble._hist_gradient_boosting import binning
+
+    if not _ORIGINAL_THRESHOLDS:
+        _ORIGINAL_THRESHOLDS.append(binning._find_binning_thresholds)
+    if binning._find_binning_thresholds is _batched_thresholds:  # nested
+        yield
+        return
+    binning._find_binning_thresholds = _batched_thresholds
+    try:
+        yield
+    finally:
+        binning._find_binning_thresholds = _ORIGINAL_THRESHOLDS[0]
 
 
 def empty_columns(X: pd.DataFrame) -> list[str]:

@@ -6,9 +6,12 @@
 3. The winner is refitted on the training split and checked on the validation split (a holdout
    neither CV nor selection saw: the ``valid_*`` metrics).
 4. The final model is refitted on train + valid (both already purged and embargoed against the test
-   window by ``prepare``), with the same seed.
+   windows by ``prepare``), with the same seed — plus, under walk-forward evaluation, the earlier
+   out-of-sample windows (``extra``), purged and embargoed against the last window's start: the
+   shipped model is the one the last window tests, refitted as the weekly retraining would.
 
-The test window is never read here.
+Every fit and every score is weighted by label uniqueness (``weights``): overlapping labels count
+as the independent observations they are. The last test window is never read here.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from autotrader.errors import ModelError
 from autotrader.modeling import CLASSES
 from autotrader.modeling.labels import LABEL, LABEL_END
 from autotrader.modeling.models import build, empty_columns, thread_limit
-from autotrader.modeling.splits import purged_folds
+from autotrader.modeling.splits import _ns, keep_before, purged_folds, time_grid
+from autotrader.modeling.weights import uniqueness_weights
 from autotrader.params import TrainParams
 
 # metric name → True when larger is better
@@ -42,25 +46,53 @@ def proba_full(model: Pipeline, X: pd.DataFrame) -> np.ndarray:
 
 
 def classification_scores(
-    y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None
+    y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None, weights: np.ndarray | None = None
 ) -> dict[str, float]:
-    """Accuracy, balanced accuracy, macro F1 and (with probabilities) log loss over the three classes."""
+    """Accuracy, balanced accuracy, macro F1 and (with probabilities) log loss over the three classes.
+
+    ``weights``: per-row sample weights (label uniqueness), so overlapping rows count once.
+    """
     scores = {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=list(CLASSES), average="macro", zero_division=0)),
+        "accuracy": float(accuracy_score(y_true, y_pred, sample_weight=weights)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred, sample_weight=weights)),
+        "macro_f1": float(
+            f1_score(
+                y_true,
+                y_pred,
+                labels=list(CLASSES),
+                average="macro",
+                zero_division=0,
+                sample_weight=weights,
+            )
+        ),
     }
     if proba is not None:
         clipped = np.clip(proba, 1e-15, 1.0)
         clipped = clipped / clipped.sum(axis=1, keepdims=True)
-        scores["log_loss"] = float(log_loss(y_true, clipped, labels=list(CLASSES)))
+        scores["log_loss"] = float(log_loss(y_true, clipped, labels=list(CLASSES), sample_weight=weights))
     return scores
 
 
-def evaluate_model(model: Pipeline, X: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
+def evaluate_model(
+    model: Pipeline, X: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None = None
+) -> dict[str, float]:
     proba = proba_full(model, X)
     pred = np.asarray(CLASSES)[proba.argmax(axis=1)]
-    return classification_scores(y, pred, proba)
+    return classification_scores(y, pred, proba, weights)
+
+
+def fit_weighted(name: str, train: TrainParams, frame: pd.DataFrame, features: Sequence[str]) -> Pipeline:
+    """Candidate ``name`` fitted on ``frame``, each row weighted by its label uniqueness."""
+    X = frame.loc[:, list(features)]
+    model = build(name, train, empty_columns(X))
+    return model.fit(X, frame[LABEL].to_numpy(), model__sample_weight=uniqueness_weights(frame))
+
+
+def rows_before(frame: pd.DataFrame, boundary: pd.Timestamp, embargo: int) -> pd.DataFrame:
+    """Rows that may train a model tested from ``boundary`` on: purged and embargoed against it."""
+    ts, end = _ns(frame["timestamp"]), _ns(frame[LABEL_END])
+    cut = int(_ns(pd.DatetimeIndex([boundary]))[0])
+    return frame[keep_before(ts, end, cut, time_grid(ts), embargo)].reset_index(drop=True)
 
 
 def check_labels(y: pd.Series | np.ndarray, where: str) -> None:
@@ -103,18 +135,18 @@ def cross_validate(
 ) -> CandidateResult:
     """Scores of candidate ``name`` on each purged walk-forward fold of ``frame``."""
     folds = purged_folds(frame["timestamp"], frame[LABEL_END], train.cv_folds, train.embargo)
-    X = frame.loc[:, list(features)]
     y = frame[LABEL].to_numpy()
     scores: list[dict[str, float]] = []
     for k, fold in enumerate(folds, start=1):
-        y_fit = y[fold.train]
-        if len(np.unique(y_fit)) < 2:
+        if len(np.unique(y[fold.train])) < 2:
             raise ModelError(
                 f"CV fold {k} of {name}: training rows have a single class; use fewer train.cv_folds"
             )
-        X_fit = X.iloc[fold.train]
-        model = build(name, train, empty_columns(X_fit)).fit(X_fit, y_fit)
-        fold_scores = evaluate_model(model, X.iloc[fold.valid], y[fold.valid])
+        model = fit_weighted(name, train, frame.iloc[fold.train], features)
+        held = frame.iloc[fold.valid]
+        fold_scores = evaluate_model(
+            model, held.loc[:, list(features)], y[fold.valid], uniqueness_weights(held)
+        )
         fold_scores.update(n_train=float(len(fold.train)), n_valid=float(len(fold.valid)))
         scores.append(fold_scores)
         if advance:
@@ -144,6 +176,8 @@ def fit(
     train: TrainParams,
     advance: Callable[[str], None] | None = None,
     where: str = "the training split",
+    extra: pd.DataFrame | None = None,
+    final_before: pd.Timestamp | None = None,
 ) -> TrainResult:
     """Select and fit the model (see the module docstring). Deterministic for a given seed and data."""
     if train.cv_metric not in METRICS:
@@ -156,7 +190,7 @@ def fit(
         raise ModelError(f"{where}: the validation split is empty")
     check_labels(train_frame[LABEL], where)
     with thread_limit():
-        return _fit(train_frame, valid_frame, list(features), train, advance)
+        return _fit(train_frame, valid_frame, list(features), train, advance, extra, final_before)
 
 
 def _fit(
@@ -165,18 +199,23 @@ def _fit(
     features: list[str],
     train: TrainParams,
     advance: Callable[[str], None] | None,
+    extra: pd.DataFrame | None = None,
+    final_before: pd.Timestamp | None = None,
 ) -> TrainResult:
     results = {name: cross_validate(name, train, train_frame, features, advance) for name in train.candidates}
     chosen = select(results, train.cv_metric)
 
-    X_train = train_frame[features]
-    holdout = build(chosen, train, empty_columns(X_train)).fit(X_train, train_frame[LABEL].to_numpy())
-    valid_scores = evaluate_model(holdout, valid_frame[features], valid_frame[LABEL].to_numpy())
+    holdout = fit_weighted(chosen, train, train_frame, features)
+    valid_scores = evaluate_model(
+        holdout, valid_frame[features], valid_frame[LABEL].to_numpy(), uniqueness_weights(valid_frame)
+    )
     if advance:
         advance(f"holdout check of {chosen}")
 
-    both = pd.concat([train_frame, valid_frame], ignore_index=True)
-    final = build(chosen, train, empty_columns(both[features])).fit(both[features], both[LABEL].to_numpy())
+    both = pd.concat([train_frame, valid_frame, *([extra] if extra is not None else [])], ignore_index=True)
+    if final_before is not None:
+        both = rows_before(both, final_before, train.embargo)
+    final = fit_weighted(chosen, train, both, features)
     if advance:
         advance(f"final fit of {chosen}")
     return TrainResult(
