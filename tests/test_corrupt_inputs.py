@@ -3,9 +3,15 @@ feature store stays byte-for-byte as it was.
 
 A clean CSV of ten days of hourly EUR/USD (the simulated market, UTC timestamps) is imported with the
 ``files`` source and ``dvc repro features`` builds the feature store once. Each case then corrupts a
-copy of that project's CSV and runs the pipeline again: the 50σ spike through real ``dvc repro
-features``; the others by running ``stages/extract.py`` and ``stages/validate.py`` in-process, which is
-what ``dvc repro`` would run (features only after validate succeeded), minus DVC's start-up cost.
+copy of that project's CSV and runs the pipeline again: the 50σ spike and the two faults of issue 9
+(a frozen feed of 100 bars, ``volume=inf``) through real ``dvc repro features``; the others by running
+``stages/extract.py`` and ``stages/validate.py`` in-process, which is what ``dvc repro`` would run
+(features only after validate succeeded), minus DVC's start-up cost. Two kinds the files source can
+never produce (it cuts rows to the window and sets broker/symbol itself) are written into
+``data/raw`` directly, as a faulty live connector would store them, and then validated.
+
+The corpus is the list ``CASES``: one corruption kind each, the stage that must refuse it and the rule
+its message must name. ``test_corpus_size`` keeps it at 20 kinds or more (issue 9).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from autotrader import rawstore
 from autotrader.params import Instrument
 from autotrader.sources.sim import SimulatedMarket
 from tests.conftest import Project, make_project, tree_hashes
@@ -155,6 +162,118 @@ def _plus_five_hours(b: pd.DataFrame) -> pd.DataFrame:
     return b.assign(timestamp=b["timestamp"].dt.tz_convert("+05:00"))
 
 
+PRICES = ["open", "high", "low", "close"]
+
+
+def _frozen_feed(b: pd.DataFrame) -> pd.DataFrame:
+    """Issue 9: 100 bars with open = high = low = close (the last close) and zero volume."""
+    b.loc[50:149, PRICES] = b.loc[49, "close"]
+    b.loc[50:149, "volume"] = 0.0
+    return b
+
+
+def _replayed_bar(b: pd.DataFrame) -> pd.DataFrame:
+    """A stale cache: bar 60 (not flat, with its volume) printed again for the next 10 bars."""
+    b.loc[61:70, [*PRICES, "volume"]] = b.loc[60, [*PRICES, "volume"]].to_numpy()
+    return b
+
+
+def _zero_volume_while_open(b: pd.DataFrame) -> pd.DataFrame:
+    """Prices move, but volume is 0 for 12 bars in the middle of an FX week."""
+    b.loc[70:81, "volume"] = 0.0
+    return b
+
+
+def _inf_volume(b: pd.DataFrame) -> pd.DataFrame:
+    """Issue 9: ``inf`` in the volume column (pandas writes and reads it as a float)."""
+    b.loc[77, "volume"] = np.inf
+    return b
+
+
+def _minus_inf_close(b: pd.DataFrame) -> pd.DataFrame:
+    b.loc[85, "close"] = -np.inf
+    return b
+
+
+def _null_volume(b: pd.DataFrame) -> pd.DataFrame:
+    b.loc[[95, 96, 97], "volume"] = np.nan
+    return b
+
+
+def _negative_spread(b: pd.DataFrame) -> pd.DataFrame:
+    b.loc[105, "spread"] = -0.0002
+    return b
+
+
+def _close_above_high(b: pd.DataFrame) -> pd.DataFrame:
+    b.loc[115, "close"] = b.loc[115, "high"] * 1.001
+    return b
+
+
+def _open_below_low(b: pd.DataFrame) -> pd.DataFrame:
+    b.loc[125, "open"] = b.loc[125, "low"] * 0.999
+    return b
+
+
+def _price_times_100(b: pd.DataFrame) -> pd.DataFrame:
+    """A unit error from bar 150 on: prices quoted ×100 (cents, or a mis-set pip factor)."""
+    b.loc[150:, PRICES] = b.loc[150:, PRICES] * 100
+    return b
+
+
+def _absurd_price(b: pd.DataFrame) -> pd.DataFrame:
+    b.loc[130, PRICES] = 1e300
+    return b
+
+
+def _epoch_in_volume(b: pd.DataFrame) -> pd.DataFrame:
+    """Shifted columns in an export: nanosecond epochs (≈1.8e18) land in volume."""
+    return b.assign(volume=b["timestamp"].astype("int64").astype("float64"))
+
+
+def _spread_in_points(b: pd.DataFrame) -> pd.DataFrame:
+    """An MT5-style export: spread in points (0.00001), not in price units."""
+    return b.assign(spread=(b["spread"] * 1e5).round())
+
+
+def _insert(b: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
+    """A copy of the bar before ``at``, stamped ``at``, in time order."""
+    before = b[b["timestamp"] < at].iloc[[-1]].assign(timestamp=at)
+    return pd.concat([b, before]).sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def _saturday_bar(b: pd.DataFrame) -> pd.DataFrame:
+    """FX on a Saturday: the market is closed from Friday 17:00 to Sunday 17:00 New York."""
+    return _insert(b, pd.Timestamp("2026-11-14 12:00", tz="UTC"))
+
+
+def _off_grid_bar(b: pd.DataFrame) -> pd.DataFrame:
+    """A bar at :30 in an hourly file."""
+    return _insert(b, pd.Timestamp("2026-11-17 10:30", tz="UTC"))
+
+
+def _half_hour_bars(b: pd.DataFrame) -> pd.DataFrame:
+    """The wrong file: 30-minute bars where data.interval is 1h (every other bar off the grid)."""
+    halves = b.assign(timestamp=b["timestamp"] + pd.Timedelta(minutes=30))
+    return pd.concat([b, halves]).sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def _gap_storm(b: pd.DataFrame) -> pd.DataFrame:
+    """Every third bar missing all through the file: a storm of single-bar gaps."""
+    return b.iloc[[i for i in range(len(b)) if i % 3 != 1]]
+
+
+def _future_dated(raw: pd.DataFrame) -> pd.DataFrame:
+    """A bar stamped three days after data.end (a broker clock or parsing error)."""
+    return pd.concat([raw, raw.iloc[[-1]].assign(timestamp=END + pd.Timedelta(days=3))], ignore_index=True)
+
+
+def _symbol_mixing(raw: pd.DataFrame) -> pd.DataFrame:
+    """Another instrument's bars stored under EUR_USD (a connector mixing up its requests)."""
+    other = raw.iloc[:24].assign(symbol="GBP_USD", close=raw["close"].iloc[:24] * 1.17)
+    return pd.concat([raw, other], ignore_index=True)
+
+
 EMPTY = None  # the file is written empty (zero bytes)
 
 # (case id, corruption, the stage that must refuse it, words the message must contain)
@@ -182,6 +301,31 @@ CASES: list[tuple[str, Callable[[pd.DataFrame], pd.DataFrame] | None, str, tuple
         "validate",
         ("rule timestamp_utc", "UTC+05:00", "data.files[].timezone"),
     ),
+    # issue 9: staleness, non-finite and absurd values, and the rest of the family
+    ("frozen_feed", _frozen_feed, "dvc", ("rule frozen_ohlc", "rule zero_volume", "100 bars in all")),
+    ("replayed_bar", _replayed_bar, "validate", ("rule frozen_ohlc", "(11 bars, OHLC")),
+    (
+        "zero_volume_while_open",
+        _zero_volume_while_open,
+        "validate",
+        ("rule zero_volume", "while the market is open"),
+    ),
+    ("inf_volume", _inf_volume, "dvc", ("rule finite_values", "volume=inf")),
+    ("minus_inf_close", _minus_inf_close, "validate", ("rule finite_values", "close=-inf")),
+    ("null_volume", _null_volume, "validate", ("rule not_null_volume", "3 null value(s) in volume")),
+    ("negative_spread", _negative_spread, "validate", ("rule non_negative_spread",)),
+    ("close_above_high", _close_above_high, "validate", ("rule high_ge_close", "high ≥ close")),
+    ("open_below_low", _open_below_low, "validate", ("rule low_le_open", "low ≤ open")),
+    ("price_times_100", _price_times_100, "validate", ("rule return_spike",)),
+    ("absurd_price", _absurd_price, "validate", ("rule magnitude", "close=1e+300")),
+    ("epoch_in_volume", _epoch_in_volume, "validate", ("rule magnitude", "absurd magnitude")),
+    ("spread_in_points", _spread_in_points, "validate", ("rule spread_ratio", "points or pips")),
+    ("saturday_bar", _saturday_bar, "validate", ("rule market_open", "market is closed", "a Saturday")),
+    ("off_grid_bar", _off_grid_bar, "validate", ("rule on_grid", "2026-11-17T10:30:00+00:00")),
+    ("half_hour_bars", _half_hour_bars, "validate", ("rule on_grid", "off the data.interval grid")),
+    ("gap_storm", _gap_storm, "validate", ("rule session_coverage",)),
+    ("future_dated", _future_dated, "raw", ("rule not_future", "future-dated", "2026-11-23T00:00:00+00:00")),
+    ("symbol_mixing", _symbol_mixing, "raw", ("rule symbol_value", "'GBP_USD'")),
 ]
 
 
@@ -197,13 +341,19 @@ def test_corrupt_file_is_refused_and_the_store_is_untouched(
 ) -> None:
     clean_project, bars, store_hashes = clean
     project = _clone(clean_project, project_factory)
+    raw_root = project.root / "data" / "raw"
     if corrupt is None:
         (project.root / CSV).write_bytes(b"")
+    elif refused_by == "raw":  # what a faulty connector would have stored: straight into data/raw
+        stored = rawstore.read_instrument(raw_root, "oanda", "EUR_USD")
+        rawstore.write_extract(raw_root, [("oanda", "EUR_USD", corrupt(stored))])
     else:
         _write_csv(project.root / CSV, corrupt(bars.copy()))
-    raw_before = tree_hashes(project.root / "data" / "raw")
+    raw_before = tree_hashes(raw_root)
 
-    if refused_by == "dvc":
+    if refused_by == "raw":
+        code, output = _run_in_process(project, "validate", monkeypatch)
+    elif refused_by == "dvc":
         proc = project.dvc("repro", "features", check=False)
         code, output = proc.returncode, proc.stdout + proc.stderr
         assert "ERROR: failed to reproduce 'validate'" in output
@@ -225,3 +375,11 @@ def test_corrupt_file_is_refused_and_the_store_is_untouched(
         verdict = json.loads((project.root / "metrics" / "validation.json").read_text())
         assert verdict["success"] is False
         assert verdict["instruments"]["oanda/EUR_USD"]["success"] is False
+
+
+def test_corpus_size() -> None:
+    """Issue 9: at least 20 corruption kinds, each named once and each naming the rule that refuses it."""
+    kinds = [case for case, *_ in CASES]
+    assert len(kinds) == len(set(kinds)) >= 20
+    for case, _, refused_by, words in CASES:
+        assert refused_by == "extract" or any(w.startswith(("rule ", "schema rule ")) for w in words), case
