@@ -307,6 +307,21 @@ def test_reader_returns_the_half_open_window_sorted(full_store):
     pd.testing.assert_frame_equal(naive, frame)
 
 
+def test_reader_never_returns_a_bar_whose_close_is_after_the_requested_time(full_store):
+    bar = pd.Timedelta(INTERVAL)
+    start = pd.Timestamp("2026-03-04 10:00", tz="UTC")
+    end = pd.Timestamp("2026-03-04 15:30", tz="UTC") + bar / 2  # in the middle of the 15:30 bar
+    frame = load_features(start, end, root=full_store)
+    assert (frame["timestamp"] + bar <= end).all()  # every bar returned had closed by `end`
+    crypto = frame[frame["broker"] == "binance"]
+    assert (
+        crypto["timestamp"].max() == pd.Timestamp("2026-03-04 15:30", tz="UTC") - bar
+    )  # 15:30 is still open
+    # on the bar grid nothing changes: the last bar closes exactly at `end`
+    on_grid = load_features(start, end - bar / 2, root=full_store)
+    assert on_grid["timestamp"].max() == end - bar / 2 - bar
+
+
 def test_reader_selects_symbols_and_columns(full_store):
     by_symbol = load_features("2026-03-03", "2026-03-05", symbols=["EUR_USD"], root=full_store)
     by_key = load_features("2026-03-03", "2026-03-05", symbols="oanda/EUR_USD", root=full_store)

@@ -597,7 +597,11 @@ def load_features(
     require_rows: bool = False,
     columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Point-in-time read: rows with start ≤ timestamp < end (UTC; None = unbounded).
+    """Point-in-time read: rows with start ≤ timestamp and a close at or before ``end`` (UTC; None = unbounded).
+
+    A bar is stamped with its open time and known only at its close (open + the store's interval),
+    so a read as of ``end`` never returns a bar still open at ``end``: ``timestamp + interval ≤ end``
+    (for an ``end`` on the bar grid this is ``timestamp < end``).
 
     ``symbols`` takes "SYMBOL" (any broker) or "broker/SYMBOL". Only the date partitions that can
     hold rows in the window are opened. ``columns`` limits the feature columns (bar columns always
@@ -636,10 +640,23 @@ def load_features(
     if files:
         condition = None
         unit = pa.timestamp("ns", tz="UTC")
+def _bar_length(meta: dict[str, Any]) -> pd.Timedelta:
+    """The store's bar interval; 0 when the metadata does not say (then only ``timestamp < end`` is known)."""
+    try:
+        return pd.Timedelta(pd.tseries.frequencies.to_offset(meta.get("interval") or "0s"))
+    except (ValueError, TypeError):
+        return pd.Timedelta(0)
+
+
         if start_ts is not None:
             condition = ds.field("timestamp") >= pa.scalar(start_ts.as_unit("ns"), type=unit)
         if end_ts is not None:
-            upper = ds.field("timestamp") < pa.scalar(end_ts.as_unit("ns"), type=unit)
+            bar = _bar_length(meta)
+            if bar > pd.Timedelta(0):
+                closes_by = pa.scalar((end_ts - bar).as_unit("ns"), type=unit)
+                upper = ds.field("timestamp") <= closes_by
+            else:
+                upper = ds.field("timestamp") < pa.scalar(end_ts.as_unit("ns"), type=unit)
             condition = upper if condition is None else condition & upper
         try:
             dataset = ds.dataset(files, format="parquet")
