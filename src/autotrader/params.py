@@ -71,7 +71,8 @@ class LiveParams(_Strict):
     ibkr_host: str = "127.0.0.1"
     ibkr_port: int = 4002
     ibkr_client_id: int = 17
-    timeout_s: float = Field(default=10.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)  # per read
+    deadline_s: float = Field(default=60.0, gt=0)  # the whole answer, per attempt (sources/http.py)
     max_attempts: int = Field(default=5, ge=1)
     backoff_s: float = Field(default=0.5, ge=0)
 

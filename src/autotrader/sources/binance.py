@@ -88,6 +88,7 @@ class BinanceSource:
             self.broker,
             live.binance_url,
             timeout_s=live.timeout_s,
+            deadline_s=live.deadline_s,
             max_attempts=live.max_attempts,
             backoff_s=live.backoff_s,
             headers=headers,

@@ -4,7 +4,13 @@ Brokers fail in a handful of ways that a retry fixes: rate limits (429, Binance'
 errors (5xx), timeouts, dropped connections and half-sent bodies. Those are retried with exponential
 backoff (``data.live.max_attempts``, ``data.live.backoff_s``) through ``tenacity``; a ``Retry-After``
 header is honoured. Everything else (a bad symbol, a refused token) is the caller's mistake and fails
-at once. Either way the error is a ``SourceError`` naming broker, symbol, URL path and the last status,
+at once.
+
+Each attempt has a total deadline (``data.live.deadline_s``) besides httpx's timeout, which is
+per read: a broker trickling its body a byte at a time never trips a per-read timeout and would
+keep extract waiting for as long as it liked. The body is read in chunks, and an attempt still
+incomplete at its deadline is abandoned (a retryable timeout); it fires at most one read timeout
+late, as the read in flight is not interrupted. Either way the error is a ``SourceError`` naming broker, symbol, URL path and the last status,
 and never a header (tokens live there).
 """
 
@@ -76,14 +82,19 @@ class JsonClient:
         headers: Mapping[str, str] | None = None,
         error_keys: tuple[str, ...] = ("msg", "message", "errorMessage", "error"),
         sleep: Callable[[float], None] = time.sleep,
+        deadline_s: float | None = None,
     ) -> None:
         self.broker = broker
+        # No deadline given: the old per-read timeout times the reads of a modest answer.
+        self.deadline_s = deadline_s if deadline_s is not None else 6 * timeout_s
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.error_keys = error_keys
         self.sleep = sleep
         self._client = httpx.Client(
-            base_url=base_url.rstrip("/"), timeout=timeout_s, headers=dict(headers or {})
+            base_url=base_url.rstrip("/"),
+            timeout=min(timeout_s, self.deadline_s),
+            headers=dict(headers or {}),
         )
         self._backoff = wait_exponential(multiplier=backoff_s, max=MAX_BACKOFF_S)
 
@@ -113,7 +124,7 @@ class JsonClient:
         symbol: str,
     ) -> T:
         try:
-            response = self._client.get(path, params=dict(params))
+            response = self._get_within_deadline(path, params)
         except httpx.TimeoutException as exc:
             raise _Retryable("timeout", f"no answer within the timeout ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
@@ -146,6 +157,26 @@ class JsonClient:
             raise _Retryable(
                 f"HTTP {status}", f"unexpected body shape ({type(exc).__name__}: {exc})"
             ) from exc
+
+    def _get_within_deadline(self, path: str, params: Mapping[str, Any]) -> httpx.Response:
+        """GET with the whole answer (headers and body) due within ``deadline_s``; a ``_Retryable`` if not."""
+        started = time.monotonic()
+        deadline = started + self.deadline_s
+        with self._client.stream("GET", path, params=dict(params)) as response:
+            chunks: list[bytes] = []
+            for chunk in response.iter_raw():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise _Retryable(
+                        "deadline",
+                        f"the answer was still incomplete after {time.monotonic() - started:.1f} s "
+                        f"({sum(map(len, chunks))} bytes; deadline {self.deadline_s:g} s, data.live.deadline_s)",
+                    )
+            raw = b"".join(chunks)
+        # Rebuilt from the raw bytes, so .json()/.text decode exactly as a plain get() would have.
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=raw, request=response.request
+        )
 
     def get_json(
         self,

@@ -94,6 +94,7 @@ class OandaSource:
             self.broker,
             live.oanda_url,
             timeout_s=live.timeout_s,
+            deadline_s=live.deadline_s,
             max_attempts=live.max_attempts,
             backoff_s=live.backoff_s,
             headers={
