@@ -423,3 +423,18 @@ def test_new_limits_are_params(clean: pd.DataFrame) -> None:
     assert "market_open" in broken(
         validate(_bar_before_open(clean.copy()), ValidateParams(market_hours_grace="0s"))
     )
+
+
+def test_equity_bar_at_night_is_refused_by_the_nyse_calendar() -> None:
+    """An SPY bar at 03:30 New York (08:30 UTC, on the 1 h grid of the 09:30 open): NYSE is closed."""
+    start = END - pd.Timedelta(days=5)
+    spy = SimulatedMarket().fetch(Instrument(broker="ibkr", symbol="SPY"), start, END, HOUR)
+    window = Window(start, END, HOUR, clip_to_data=False)
+    assert validate_instrument(GxEngine(), "ibkr", "SPY", spy, window, ValidateParams()).success
+    night = pd.Timestamp("2026-11-18 08:30", tz="UTC")
+    extra = spy[spy["timestamp"] < night].iloc[[-1]].assign(timestamp=night)
+    bad = pd.concat([spy, extra]).sort_values("timestamp", kind="stable").reset_index(drop=True)
+    result = validate_instrument(GxEngine(), "ibkr", "SPY", bad, window, ValidateParams())
+    assert broken(result) == {"market_open", "on_calendar"} and not result.success
+    (finding,) = result.failures
+    assert "a Wednesday, at 2026-11-18T08:30:00+00:00" in finding.message
