@@ -19,9 +19,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.stalling import StallingServer
 from tests.test_serving_support import (
     BIN,
     feature_columns,
+    free_port,
     instance,
     serve,
     server_env,
@@ -238,3 +240,37 @@ def test_a_body_trickled_slower_than_its_deadline_is_a_counted_408(model_dir: Pa
         assert all(s >= 1.5 for _, s in results)
         assert _requests(url) == {"408": 20}
         assert httpx.post(f"{url}/predict", content=good_body, timeout=10).status_code == 200
+
+
+# ------------------------------------------------------------------------ a registry that is not there
+
+
+@pytest.mark.parametrize("registry", ["stalls", "down"])
+def test_a_registry_that_stalls_or_is_down_fails_the_load_in_bounded_time(registry: str) -> None:
+    """Before: MLflow's own retries (7, exponential) and 120 s reads kept the server "loading" for
+    minutes with no reason given. Now every registry call has MODEL_LOAD_TIMEOUT_S, the server's
+    own attempts retry, and /readyz says why it is not ready while it tries and after it gives up."""
+    with contextlib.ExitStack() as stack:
+        if registry == "stalls":
+            stalled = stack.enter_context(StallingServer(b"", interval=None))  # accepts, never answers
+            tracking = stalled.url
+        else:
+            tracking = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
+        env = {
+            "MLFLOW_TRACKING_URI": tracking,
+            "MODEL_LOAD_ATTEMPTS": "2",
+            "MODEL_LOAD_BACKOFF_S": "0.2",
+            "MODEL_LOAD_TIMEOUT_S": "1",
+        }
+        with serve("models:/autotrader-signal/1", env=env) as (url, proc):
+            first = httpx.get(f"{url}/readyz", timeout=5)
+            assert first.status_code == 503 and "elapsed_s" in first.json()
+            assert _wait_for(lambda: httpx.get(f"{url}/readyz", timeout=5).json()["status"] == "failed", 90)
+            body = httpx.get(f"{url}/readyz", timeout=5).json()
+            assert body["ready"] is False
+            assert "models:/autotrader-signal/1" in body["reason"]
+            assert "gave up after 2 attempt(s)" in body["reason"], body["reason"]
+            if registry == "stalls":
+                assert "timed out" in body["reason"].lower() or "timeout" in body["reason"].lower(), body
+            assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+            assert proc.poll() is None

@@ -8,8 +8,6 @@ that says so, on every attempt.
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,59 +19,9 @@ from autotrader.errors import SourceError
 from autotrader.params import Instrument, LiveParams
 from autotrader.sources.binance import BinanceSource
 from autotrader.sources.http import JsonClient
+from tests.stalling import StallingServer
 
 GIVE_UP_S = 60  # a call still running after this is a hang: the test fails instead of waiting forever
-
-
-class StallingBroker:
-    """A loopback HTTP server that answers every request with ``head``, then trickles ``body`` one
-    byte every ``interval`` s (or sends nothing more when ``interval`` is None) until the client hangs up.
-    Bounded: each connection stops after ``max_seconds``."""
-
-    def __init__(
-        self, head: bytes, body: bytes = b"", interval: float | None = 0.05, max_seconds: float = 90
-    ):
-        self.head, self.body, self.interval, self.max_seconds = head, body, interval, max_seconds
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> StallingBroker:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self.sock.close()
-        self._thread.join(5)
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        started = time.monotonic()
-        with conn, contextlib.suppress(OSError):
-            conn.recv(65536)  # the request (small, one read on loopback)
-            conn.sendall(self.head)
-            for byte in self.body:
-                if (
-                    self.interval is None
-                    or self._stop.is_set()
-                    or time.monotonic() - started > self.max_seconds
-                ):
-                    break
-                conn.sendall(bytes([byte]))
-                time.sleep(self.interval)
-            while not self._stop.is_set() and time.monotonic() - started < self.max_seconds:
-                time.sleep(0.05)  # hold the connection open: the answer never completes
 
 
 def _timed(call) -> tuple[BaseException | None, float]:
@@ -100,13 +48,13 @@ def _json_head(length: int) -> bytes:
 
 
 @pytest.fixture
-def trickling() -> Iterator[StallingBroker]:
+def trickling() -> Iterator[StallingServer]:
     body = b"[" + b" " * 100_000 + b"]"  # 100 kB a byte every 50 ms: ~80 minutes
-    with StallingBroker(_json_head(len(body)), body, interval=0.05) as broker:
+    with StallingServer(_json_head(len(body)), body, interval=0.05) as broker:
         yield broker
 
 
-def test_a_trickled_body_is_cut_at_the_deadline_on_every_attempt(trickling: StallingBroker) -> None:
+def test_a_trickled_body_is_cut_at_the_deadline_on_every_attempt(trickling: StallingServer) -> None:
     client = JsonClient(
         "binance", trickling.url, timeout_s=5.0, deadline_s=1.0, max_attempts=2, backoff_s=0.001
     )
@@ -120,7 +68,7 @@ def test_a_trickled_body_is_cut_at_the_deadline_on_every_attempt(trickling: Stal
     assert seconds >= 2 * 1.0  # each attempt ran to its deadline, not less
 
 
-def test_the_live_source_passes_its_deadline_param(trickling: StallingBroker) -> None:
+def test_the_live_source_passes_its_deadline_param(trickling: StallingServer) -> None:
     live = LiveParams(binance_url=trickling.url, timeout_s=5.0, deadline_s=0.5, max_attempts=1, backoff_s=0.0)
     source = BinanceSource(live)
     start = pd.Timestamp("2026-11-02", tz="UTC")
@@ -138,7 +86,7 @@ def test_the_live_source_passes_its_deadline_param(trickling: StallingBroker) ->
 
 
 def test_a_broker_that_sends_headers_then_nothing_fails_on_the_read_timeout() -> None:
-    with StallingBroker(_json_head(100), b"", interval=None) as broker:
+    with StallingServer(_json_head(100), b"", interval=None) as broker:
         client = JsonClient(
             "oanda", broker.url, timeout_s=0.5, deadline_s=30.0, max_attempts=2, backoff_s=0.001
         )
@@ -149,7 +97,7 @@ def test_a_broker_that_sends_headers_then_nothing_fails_on_the_read_timeout() ->
 
 def test_a_quick_answer_is_unaffected_by_the_deadline() -> None:
     body = b'{"candles": []}'
-    with StallingBroker(_json_head(len(body)), body, interval=0.0) as broker:
+    with StallingServer(_json_head(len(body)), body, interval=0.0) as broker:
         client = JsonClient("oanda", broker.url, timeout_s=5.0, deadline_s=2.0, max_attempts=1, backoff_s=0.0)
         with client:
             assert client.get_json("/v3/x", {}, symbol="EUR_USD", parse=dict) == {"candles": []}

@@ -18,6 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from autotrader.serving import ServerConfig, create_app
+    from autotrader.serving.model import bound_registry_calls
     from autotrader.serving.protocol import uvicorn_options
 
     config = ServerConfig.from_env(model_uri=args.model_uri, model_version=args.model_version)
@@ -34,6 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    bound_registry_calls(config.load_timeout_s)  # before MLflow makes its first call
     app = create_app(config)
     uvicorn.run(
         app,

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -67,6 +68,7 @@ class ServerConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     load_attempts: int = 3
     load_backoff_s: float = 1.0
+    load_timeout_s: float = 10.0  # per MLflow HTTP call while loading (registry, artifacts); see serve.py
     max_instruments: int = 10_000
     threads: int = 1  # OpenMP/BLAS threads per prediction (see model.limit_threads); 0 = library default
     predict_workers: int = 4  # predictions running at once (worker threads), beside the event loop
@@ -85,7 +87,7 @@ class ServerConfig:
         model_uri: str | None = None,
         model_version: str | None = None,
     ) -> ServerConfig:
-        """``MODEL_URI``, ``MODEL_VERSION``, ``MODEL_LOAD_ATTEMPTS``, ``MODEL_LOAD_BACKOFF_S``,
+        """``MODEL_URI``, ``MODEL_VERSION``, ``MODEL_LOAD_ATTEMPTS``, ``MODEL_LOAD_BACKOFF_S``, ``MODEL_LOAD_TIMEOUT_S``,
         ``MODEL_THREADS``, ``PREDICT_WORKERS``, ``PREDICT_INLINE_MAX_BYTES``,
         ``REQUEST_HEADER_TIMEOUT_S``, ``REQUEST_BODY_TIMEOUT_S``, ``MAX_CONNECTIONS``,
         ``PREDICT_MAX_CLOCK_SKEW_S``, ``FEATURE_BOUNDS_MARGIN`` (arguments win over the environment)."""
@@ -97,6 +99,7 @@ class ServerConfig:
             model_version=version,
             load_attempts=int(_number(env, "MODEL_LOAD_ATTEMPTS", 3)),
             load_backoff_s=_number(env, "MODEL_LOAD_BACKOFF_S", 1.0),
+            load_timeout_s=_positive(env, "MODEL_LOAD_TIMEOUT_S", 10.0),
             threads=int(_number(env, "MODEL_THREADS", 1)),
             predict_workers=max(1, int(_number(env, "PREDICT_WORKERS", 4))),
             inline_max_bytes=max(0, int(_number(env, "PREDICT_INLINE_MAX_BYTES", 16 * 1024))),
@@ -309,7 +312,9 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     async def readyz() -> Response:
         state = loader.state
         if state.model is None:
-            return _json(503, {"ready": False, "status": state.status, "reason": state.reason})
+            elapsed = None if state.started is None else round(time.monotonic() - state.started, 1)
+            body = {"ready": False, "status": state.status, "reason": state.reason, "elapsed_s": elapsed}
+            return _json(503, body)
         columns = state.model.columns
         return _json(
             200,

@@ -9,6 +9,7 @@ matrix per request (a list comprehension over instances, no per-row pandas work)
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -363,6 +364,23 @@ class LoadState:
     reason: str = "model is loading"
     model: LoadedModel | None = None
     seconds: float | None = None
+    started: float | None = None  # time.monotonic() when loading began
+
+
+def bound_registry_calls(timeout_s: float, env: dict[str, str] | Any = None) -> dict[str, str]:
+    """Bound every MLflow HTTP call of the model load; returns the settings in force.
+
+    MLflow's defaults retry a registry call 7 times with exponential backoff and wait 120 s per
+    read: with the registry down, a server stayed not ready for ~400 s (measured) before saying
+    why. The server retries whole loads itself (``MODEL_LOAD_ATTEMPTS``, with backoff, the reason
+    on ``/readyz`` after each), so MLflow's own retries are off and each call has ``timeout_s``.
+    Set only where unset: an operator's ``MLFLOW_HTTP_REQUEST_*`` wins. Called by ``autotrader
+    serve`` for its own process (not by the library, which must not change a host's environment).
+    """
+    env = os.environ if env is None else env
+    env.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    env.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, math.ceil(timeout_s))))  # MLflow wants an int
+    return {k: env[k] for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
 
 
 class ModelLoader:
@@ -407,19 +425,27 @@ class ModelLoader:
             log.error("model not loaded: MODEL_URI is not set")
             return
         started = time.perf_counter()
+        begun = time.monotonic()
+        self.state = LoadState(
+            status="loading", reason=f"loading {self.model_uri} (attempt 1/{self.attempts})", started=begun
+        )
         for attempt in range(1, self.attempts + 1):
             try:
                 model = load(self.model_uri, self.threads, self.bounds_margin)
             except Exception as exc:  # any failure keeps the server alive and not ready
                 reason = f"loading {self.model_uri} failed: {type(exc).__name__}: {_first_line(exc)}"
+                elapsed = time.monotonic() - begun
                 if attempt < self.attempts:
                     self.state = LoadState(
-                        status="loading", reason=f"{reason} (attempt {attempt}/{self.attempts})"
+                        status="loading",
+                        reason=f"{reason} (attempt {attempt}/{self.attempts} after {elapsed:.1f} s; retrying)",
+                        started=begun,
                     )
                     log.warning("%s; retrying (attempt %d/%d)", reason, attempt, self.attempts)
                     time.sleep(self.backoff_s * 2 ** (attempt - 1))
                     continue
-                self.state = LoadState(status="failed", reason=reason)
+                reason = f"{reason} (gave up after {self.attempts} attempt(s), {elapsed:.1f} s)"
+                self.state = LoadState(status="failed", reason=reason, started=begun)
                 log.error("model not loaded: %s", reason)
                 return
             seconds = time.perf_counter() - started
