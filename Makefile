@@ -19,9 +19,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
 
-# Install exactly what requirements.lock pins (what CI tested), then the project itself without deps.
+# Install exactly what requirements.lock pins (what CI tested), every file checked against its hash
+# (--require-hashes: a package without one, or a file that differs, fails), then the project without deps.
 $(STAMP): $(BIN)/python requirements.lock pyproject.toml
-	$(BIN)/uv pip sync --python $(BIN)/python --quiet --compile-bytecode requirements.lock
+	$(BIN)/uv pip sync --python $(BIN)/python --quiet --compile-bytecode --require-hashes requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
 	touch $(STAMP)
 
@@ -55,9 +56,12 @@ bench: install
 schemas:
 	bash scripts/fetch_schemas.sh $(SCHEMA_DIR)
 
-## lock: recompile requirements.lock from pyproject.toml (needs the network to PyPI).
+## lock: recompile the hash-locked requirements from pyproject.toml (needs the network to PyPI). uv keeps
+## the versions already in requirements.lock; the serving image's and pip-audit's locks take them from it.
 lock: $(BIN)/python
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
+	$(BIN)/uv pip compile --group serving --python-version 3.11 --generate-hashes -c requirements.lock -o requirements-serving.lock
+	$(BIN)/uv pip compile --group audit --python-version 3.11 --generate-hashes -c requirements.lock -o requirements-audit.lock
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
