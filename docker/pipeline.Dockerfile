@@ -10,12 +10,18 @@
 # .venv, no data). DVC runs without git in the image (`core.no_scm`): the workflow hands dvc.lock from
 # step to step itself (see argo/dvc-stage.yaml).
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The base is pinned by tag AND digest, the same as docker/serving.Dockerfile (where the digest comes
+# from is said there); another base, e.g. a local Debian build with Python 3.11, goes in by build arg:
+#   docker build --build-arg BASE_IMAGE=registry.local/python:3.11-bookworm@sha256:… -f docker/pipeline.Dockerfile .
+# The Argo Rollouts image only lends one binary (COPY --from below). It stays pinned by release tag: no
+# trustworthy digest for it could be found from here; add `@sha256:…` (`docker buildx imagetools inspect
+# quay.io/argoproj/kubectl-argo-rollouts:v1.8.3`) when building.
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 ARG ROLLOUTS_IMAGE=quay.io/argoproj/kubectl-argo-rollouts:v1.8.3
 
 FROM ${ROLLOUTS_IMAGE} AS rollouts
 
-FROM ${PYTHON_IMAGE}
+FROM ${BASE_IMAGE}
 ARG UV_VERSION=0.13.9
 ARG KUBECTL_VERSION=v1.32.0
 ARG TARGETARCH=amd64
@@ -48,11 +54,12 @@ RUN groupadd --gid 10001 autotrader \
  && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/autotrader autotrader
 
 WORKDIR /app
-# Dependencies first (cached while only the code changes), pinned by the lock file.
+# Dependencies first (cached while only the code changes), pinned by the lock file and checked against
+# its sha256 hashes (--require-hashes).
 COPY requirements.lock pyproject.toml README.md ./
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir "uv==${UV_VERSION}" \
- && /opt/venv/bin/uv pip sync --python /opt/venv/bin/python --no-cache requirements.lock
+ && /opt/venv/bin/uv pip sync --python /opt/venv/bin/python --no-cache --require-hashes requirements.lock
 
 # The project: library, stages, the DVC pipeline and its params, the DVC config (the remote itself is
 # added per step from the Secret, in .dvc/config.local).

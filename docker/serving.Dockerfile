@@ -5,31 +5,39 @@
 #   docker run --rm -p 8080:8080 --read-only --tmpfs /tmp -e MODEL_URI=models:/autotrader-signal/3 \
 #     -e MLFLOW_TRACKING_URI=http://mlflow:5000 autotrader-serving:0.1.0
 #
-# Two stages: `build` makes a venv from requirements.lock (the exact set CI tested), `runtime` copies
-# that venv onto a fresh slim base: no compiler, no pip cache, no build context beyond .dockerignore's
-# allow-list. Non-root (UID/GID 10001), and nothing is written outside /tmp, so the root filesystem
-# can be mounted read-only with an emptyDir on /tmp. No HEALTHCHECK: Kubernetes probes /healthz and
-# /readyz. CI replaces the tag below by its digest when it builds (see docs/serving.md).
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# Two stages: `build` makes a venv from requirements-serving.lock (the runtime subset of
+# requirements.lock, same versions and hashes: no test, lint, DVC or data-validation packages), `runtime`
+# copies that venv onto a fresh slim base: no compiler, no pip cache, no build context beyond
+# .dockerignore's allow-list. Non-root (UID/GID 10001), and nothing is written outside /tmp, so the root
+# filesystem can be mounted read-only with an emptyDir on /tmp. No HEALTHCHECK: Kubernetes probes
+# /healthz and /readyz. The digest of the built image is what `autotrader promote --image-digest` pins in
+# the overlays (see docs/delivery.md).
+#
+# The base is pinned by tag AND digest (the multi-architecture index of python:3.11.14-slim-bookworm on
+# Docker Hub). No registry is reachable from the machine this was written on: the digest is the one
+# several independent public Dockerfiles pin for this tag; check it once with
+# `docker buildx imagetools inspect python:3.11.14-slim-bookworm` before relying on it. Another base
+# (a local Debian build with Python 3.11 at /usr/local/bin/python) goes in by build arg, unchanged file:
+#   docker build --build-arg BASE_IMAGE=registry.local/python:3.11-bookworm@sha256:… -f docker/serving.Dockerfile .
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
-FROM ${PYTHON_IMAGE} AS build
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build
 RUN python -m venv /opt/venv
-COPY requirements.lock ./
-# Wheels only, exact pins, no resolver surprises (--no-deps: the lock is complete). The two named
-# packages publish no wheel; both are pure Python and build without a compiler.
-RUN /opt/venv/bin/pip install --no-deps --only-binary=:all: \
-        --no-binary=antlr4-python3-runtime,peewee \
-        -r requirements.lock
+COPY requirements-serving.lock ./
+# Wheels only, exact pins, every file checked against the lock's sha256 (--require-hashes), no resolver
+# surprises (--no-deps: the lock is complete).
+RUN /opt/venv/bin/pip install --no-deps --require-hashes --only-binary=:all: \
+        -r requirements-serving.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN /opt/venv/bin/pip install --no-deps . \
     && /opt/venv/bin/python -c "import autotrader.serving, autotrader.cli"
 
-FROM ${PYTHON_IMAGE} AS runtime
+FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="autotrader-serving" \
       org.opencontainers.image.description="AutoTrader model server (FastAPI + uvicorn)" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -63,9 +63,19 @@ def test_runs_as_a_numeric_non_root_user() -> None:
 
 def test_installs_exactly_the_lock_file_and_the_project() -> None:
     runs = " ".join(args for kw, args in instructions() if kw == "RUN")
-    assert "uv pip sync" in runs and "requirements.lock" in runs
+    assert "uv pip sync" in runs and "--require-hashes requirements.lock" in runs
     assert "--no-deps -e ." in runs
     assert "dvc config --local core.no_scm true" in runs  # no .git in the image: DVC without SCM
+
+
+def test_the_base_is_pinned_by_digest_and_replaceable_by_build_arg() -> None:
+    args = dict(a.split("=", 1) for kw, a in instructions() if kw == "ARG" and "=" in a)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", args["BASE_IMAGE"])
+    froms = [a.split()[0] for kw, a in instructions() if kw == "FROM"]
+    assert froms[-1] == "${BASE_IMAGE}", "the final stage must build on the BASE_IMAGE build arg"
+    # The same verified base as the serving image: one digest to check and to update.
+    serving = (REPO / "docker" / "serving.Dockerfile").read_text()
+    assert f"ARG BASE_IMAGE={args['BASE_IMAGE']}\n" in serving
 
 
 def test_has_the_tools_the_deployment_steps_call() -> None:

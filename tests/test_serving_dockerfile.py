@@ -2,8 +2,9 @@
 
 There is no Docker engine here, so the image is not built in tests; this parses
 ``docker/serving.Dockerfile`` (line continuations, stages, ARG defaults) and checks what a reviewer
-would: multi-stage, a pinned base, wheels-only install from requirements.lock, no build tools in the
-final stage, a numeric non-root user, read-only-root-friendly temp dirs, the contract's entrypoint.
+would: multi-stage, a base pinned by digest (and replaceable by build arg), a wheels-only, hash-checked
+install of the runtime lock with no test or dev package in it, no build tools in the final stage, a
+numeric non-root user, read-only-root-friendly temp dirs, the contract's entrypoint.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from .lockfiles import NOT_IN_SERVING, SERVING_LOCK, pyproject, read_lock, requirements
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "serving.Dockerfile"
@@ -70,20 +73,44 @@ def stages() -> list[Stage]:
     return parse(DOCKERFILE.read_text())[1]
 
 
-def test_multi_stage_with_a_pinned_slim_python_311_base(stages: list[Stage]) -> None:
+def test_multi_stage_with_a_slim_python_311_base_pinned_by_digest(stages: list[Stage]) -> None:
     assert len(stages) >= 2
     for stage in stages:
-        assert "latest" not in stage.base
-        pinned = "@sha256:" in stage.base or re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", stage.base)
-        assert pinned, f"base image {stage.base!r} is not pinned by digest or a full version tag"
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", stage.base), (
+            f"base image {stage.base!r} is not a full version tag pinned by digest"
+        )
 
 
-def test_build_stage_installs_the_lock_from_wheels_only(stages: list[Stage]) -> None:
+def test_every_stage_takes_its_base_from_the_build_arg() -> None:
+    text = DOCKERFILE.read_text()
+    froms = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
+    assert froms and all(image == "${BASE_IMAGE}" for image in froms), froms
+    local = "registry.local/python:3.11-bookworm@sha256:" + "0" * 64
+    _, parsed = parse(re.sub(r"^ARG BASE_IMAGE=.*$", f"ARG BASE_IMAGE={local}", text, count=1, flags=re.M))
+    assert {stage.base for stage in parsed} == {local}
+
+
+def serving_installs(stages: list[Stage]) -> list[str]:
+    return [arg for arg in stages[0].args("RUN") if "pip install" in arg and " -r " in arg]
+
+
+def test_build_stage_installs_the_serving_lock_from_wheels_with_hashes(stages: list[Stage]) -> None:
     build = stages[0]
-    assert any("requirements.lock" in arg for arg in build.args("COPY"))
-    installs = [arg for arg in build.args("RUN") if "pip install" in arg and "requirements.lock" in arg]
-    assert installs, "the build stage must pip install -r requirements.lock"
-    assert "--only-binary=:all:" in installs[0] and "--no-deps" in installs[0]
+    assert any("requirements-serving.lock" in arg for arg in build.args("COPY"))
+    installs = serving_installs(stages)
+    assert len(installs) == 1, "the build stage must pip install -r one lock file"
+    assert installs[0].split()[-1] == "requirements-serving.lock"
+    for flag in ("--only-binary=:all:", "--no-deps", "--require-hashes"):
+        assert flag in installs[0], flag
+
+
+def test_the_image_installs_no_test_or_dev_package(stages: list[Stage]) -> None:
+    lock = REPO / serving_installs(stages)[0].split()[-1]
+    assert lock == SERVING_LOCK
+    installed = set(read_lock(lock))
+    dev = set(requirements(pyproject()["project"]["optional-dependencies"]["dev"]))
+    assert not (dev | NOT_IN_SERVING) & installed, sorted((dev | NOT_IN_SERVING) & installed)
+    assert {"fastapi", "uvicorn", "mlflow", "scikit-learn"} <= installed
 
 
 def test_final_stage_has_no_build_tools_and_copies_the_venv(stages: list[Stage]) -> None:
@@ -139,7 +166,7 @@ def test_dockerignore_is_an_allow_list() -> None:
     ]
     assert lines[0] == "*", "start from excluding everything"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"requirements.lock", "pyproject.toml", "README.md", "src", "params.yaml"}
+    assert allowed == {"requirements-serving.lock", "pyproject.toml", "README.md", "src", "params.yaml"}
     # Everything the build stage copies must be allowed in.
     build = parse(DOCKERFILE.read_text())[1][0]
     for arg in build.args("COPY"):
