@@ -4,17 +4,19 @@ With ``signal_strength: 0`` nothing about the future is predictable from the pas
 pipeline (causal features, purged and embargoed time splits, transforms fitted on training rows only)
 can only produce noise on the test window:
 
-* the gates never pass;
-* the *gross* (pre-cost) test Sharpe stays within the null bound ``4·√(periods_per_year / test_days)``:
-  under no skill the daily Sharpe estimate is ≈ N(0, 1/n_days), so the annualised one is
-  ≈ N(0, ppy/n_days) and |SR| > 4 standard errors has probability ≈ 6e-5 per run;
+* the gates never pass (now including the deflated-Sharpe gate), over five seeds here and 300 in
+  ``bench/gate_power.py``;
+* the *gross* (pre-cost) pooled out-of-sample Sharpe stays within the null bound
+  ``4·√(periods_per_year / days)``: under no skill the daily Sharpe estimate is ≈ N(0, 1/n_days), so
+  the annualised one is ≈ N(0, ppy/n_days) and |SR| > 4 standard errors has probability ≈ 6e-5 per run;
 * the information coefficient of the predictions stays within ``4/√(n_test/horizon)`` (overlapping
   labels leave about one independent observation per horizon).
 
 The same checks run on two deliberately leaking variants — the label's forward return added as a
 feature, and a centred rolling window that reads the next bars — and must FAIL there, proving they
 can see leakage. Everything runs on the real feature code (``compute_features``) and the real
-prepare/train/backtest functions, in memory: no MLflow, no DVC.
+prepare → train → walk-forward → backtest → gates chain (``modeling.pipeline.run_modelling``, what
+the stages run), in memory: no MLflow, no DVC.
 """
 
 from __future__ import annotations
@@ -27,13 +29,9 @@ import pytest
 import yaml
 
 from autotrader.features import feature_names
-from autotrader.modeling import backtest as bt
-from autotrader.modeling.dataset import features_in_memory, prepare_frame
-from autotrader.modeling.evaluation import predict
-from autotrader.modeling.gates import decide, evaluate_gates
-from autotrader.modeling.labels import FWD_RETURN
-from autotrader.modeling.metrics import information_coefficient, sharpe_null_bound
-from autotrader.modeling.train import fit
+from autotrader.modeling.dataset import features_in_memory
+from autotrader.modeling.metrics import sharpe_null_bound
+from autotrader.modeling.pipeline import run_modelling
 from autotrader.params import Instrument, Params
 from autotrader.sources.sim import SimulatedMarket
 
@@ -46,14 +44,20 @@ INSTRUMENTS = (
     Instrument(broker="oanda", symbol="EUR_USD"),
     Instrument(broker="ibkr", symbol="SPY"),
 )
-LOOKBACK_DAYS, TEST_DAYS = 30, 10
+LOOKBACK_DAYS, TEST_DAYS, WINDOWS = 36, 4, 4  # 4 walk-forward windows of 4 days: 16 days pooled
+SEEDS = (1, 2, 3, 4, 5)
 
 
 def small_params(seed: int, strength: float) -> Params:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["data"]["sim"] = {"seed": seed, "signal_strength": strength}
-    raw["train"]["lookback_days"] = LOOKBACK_DAYS
-    raw["train"]["test_days"] = TEST_DAYS
+    raw["train"].update(
+        lookback_days=LOOKBACK_DAYS,
+        test_days=TEST_DAYS,
+        oos_windows=WINDOWS,
+        cv_folds=3,
+        bootstrap_samples=200,
+    )
     return Params.model_validate(raw)
 
 
@@ -69,20 +73,17 @@ def market(params: Params) -> pd.DataFrame:
 
 
 def run(params: Params, frame: pd.DataFrame, features: list[str]) -> dict:
-    """prepare → train (CV, selection, refit) → predict the test window → backtest; the checks' inputs."""
-    prepared = prepare_frame(frame, params, features)
-    result = fit(prepared.parts["train"], prepared.parts["valid"], features, params.train)
-    test = prepared.parts["test"]
-    signal, proba = predict(result.model, test[features])
-    backtest = bt.run(test.assign(signal=signal), params.costs, hold=params.train.horizon)
-    portfolio = backtest.metrics["portfolio"]
-    ic, _ = information_coefficient(proba[:, 2] - proba[:, 0], test[FWD_RETURN].to_numpy())
+    """prepare → train (CV, selection) → walk-forward refits → pooled OOS backtest → gates; the checks' inputs."""
+    outcome = run_modelling(frame, params, features)
+    metrics = outcome.evaluation.metrics
+    portfolio = metrics["portfolio"]
     return {
         "portfolio": portfolio,
-        "ic": ic,
-        "ic_bound": 4 / math.sqrt(len(test) / params.train.horizon),
-        "sharpe_bound": sharpe_null_bound(portfolio["n_days"], backtest.portfolio_periods_per_year),
-        "gates_pass": decide(evaluate_gates(portfolio, params.gates)),
+        "ic": metrics["ic"],
+        "dsr": metrics["dsr"]["dsr"],
+        "ic_bound": 4 / math.sqrt(metrics["test_rows"] / params.train.horizon),
+        "sharpe_bound": sharpe_null_bound(portfolio["n_days"], portfolio["periods_per_year"]),
+        "gates_pass": outcome.promote,
     }
 
 
@@ -102,19 +103,20 @@ def no_signal_violations(outcome: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def null_markets() -> dict[int, tuple[Params, pd.DataFrame]]:
     out = {}
-    for seed in (1, 2, 3):
+    for seed in SEEDS:
         params = small_params(seed, 0.0)
         out[seed] = (params, market(params))
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", SEEDS)
 def test_no_signal_market_never_passes_and_sharpe_stays_near_zero(null_markets, seed: int) -> None:
     params, frame = null_markets[seed]
     outcome = run(params, frame, feature_names(params.features))
     assert no_signal_violations(outcome) == [], outcome
-    # net of costs a skill-less strategy loses money
-    assert outcome["portfolio"]["sharpe"] < params.gates.min_sharpe
+    # A lucky net Sharpe above 2 does happen on a null market (the issue's 17 %); the deflated Sharpe,
+    # which asks for far more than 2 over 16 days, must not be fooled.
+    assert outcome["dsr"] < params.gates.min_dsr
 
 
 def leak_label(frame: pd.DataFrame, params: Params) -> pd.DataFrame:

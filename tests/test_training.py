@@ -10,9 +10,18 @@ import yaml
 from autotrader.errors import ModelError
 from autotrader.features import feature_names
 from autotrader.modeling.dataset import features_in_memory, prepare_frame
-from autotrader.modeling.labels import LABEL
+from autotrader.modeling.labels import LABEL, LABEL_END
 from autotrader.modeling.models import build
-from autotrader.modeling.train import CandidateResult, fit, select
+from autotrader.modeling.splits import purged_folds
+from autotrader.modeling.train import (
+    CandidateResult,
+    cross_validate,
+    evaluate_model,
+    fit,
+    fit_weighted,
+    select,
+)
+from autotrader.modeling.weights import uniqueness_weights
 from autotrader.params import Instrument, Params
 from autotrader.sources.sim import SimulatedMarket
 
@@ -23,7 +32,7 @@ pytestmark = pytest.mark.xdist_group("training-unit")
 
 def small_params(**train) -> Params:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["train"].update({"lookback_days": 14, "test_days": 4, "cv_folds": 3, **train})
+    raw["train"].update({"lookback_days": 14, "test_days": 4, "oos_windows": 1, "cv_folds": 3, **train})
     return Params.model_validate(raw)
 
 
@@ -96,3 +105,25 @@ def test_selection_follows_the_metric_direction() -> None:
     assert select({"a": a, "b": b}, "log_loss") == "a"
     a.metric = b.metric = "accuracy"
     assert select({"a": a, "b": b}, "accuracy") == "b"
+
+
+def test_fits_and_cv_scores_are_weighted_by_label_uniqueness(prepared) -> None:
+    params, data, features = prepared
+    train = data.parts["train"]
+    weights = uniqueness_weights(train)
+    assert weights.std() > 0.05  # rows next to a purge gap overlap fewer labels: weights differ
+    fitted = fit_weighted("logreg", params.train, train, features)
+    by_hand = build("logreg", params.train).fit(train[features], train[LABEL], model__sample_weight=weights)
+    unweighted = build("logreg", params.train).fit(train[features], train[LABEL])
+    X = data.parts["valid"][features]
+    np.testing.assert_allclose(fitted.predict_proba(X), by_hand.predict_proba(X))
+    assert not np.allclose(fitted.predict_proba(X), unweighted.predict_proba(X))
+    # CV scores are weighted too: fold scores equal the weighted scores of the same fold models
+    result = cross_validate("logreg", params.train, train, features)
+    fold = purged_folds(train["timestamp"], train[LABEL_END], params.train.cv_folds, params.train.embargo)[0]
+    model = fit_weighted("logreg", params.train, train.iloc[fold.train], features)
+    held = train.iloc[fold.valid]
+    expected = evaluate_model(model, held[features], held[LABEL].to_numpy(), uniqueness_weights(held))
+    assert result.fold_scores[0]["log_loss"] == pytest.approx(expected["log_loss"], rel=1e-12)
+    plain = evaluate_model(model, held[features], held[LABEL].to_numpy())
+    assert result.fold_scores[0]["log_loss"] != pytest.approx(plain["log_loss"], rel=1e-9)
