@@ -133,6 +133,17 @@ def test_ci_runs_lint_tests_and_validation() -> None:
         assert command in runs
 
 
+def test_ci_audits_both_locks_with_a_hash_locked_pip_audit() -> None:
+    job = load(WORKFLOWS / "ci.yml")["jobs"]["audit"]
+    runs = " ".join(step.get("run", "") for step in job["steps"])
+    assert "--no-deps --require-hashes -r requirements-audit.lock" in runs
+    audit = runs[runs.index('pip-audit" ') :]
+    for flag in ("--strict", "--require-hashes", "--disable-pip", "--requirement requirements.lock",
+                 "--requirement requirements-serving.lock"):  # fmt: skip
+        assert flag in audit, flag
+    assert job["permissions"] == {"contents": "read"}
+
+
 def test_pr_workflow_reports_params_metrics_and_gates() -> None:
     doc = load(WORKFLOWS / "pr.yml")
     runs = " ".join(step.get("run", "") for _, step in steps(doc))
