@@ -1,7 +1,9 @@
-"""A local HTTP server that stalls or trickles (loopback only), for testing deadlines (no tests here)."""
+"""Stalling and trickling peers on loopback, for testing deadlines (no tests here): a server that
+stalls or trickles its answer, and a client that trickles its request."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -58,3 +60,43 @@ class StallingServer:
                 time.sleep(self.interval)
             while not self._stop.is_set() and time.monotonic() - started < self.max_seconds:
                 time.sleep(0.05)  # hold the connection open: the answer never completes
+
+
+async def slow_client(
+    port: int, payload: bytes, interval: float, give_up: float, head: int = 0
+) -> tuple[bytes | None, float]:
+    """Send the first ``head`` bytes of ``payload`` at once, then the rest one byte every ``interval``
+    s; return (what the server answered first, seconds).
+
+    ``None``: the server still held the connection after ``give_up`` s (a slow sender not cut off).
+    ``b""``: the server closed without a word.
+    """
+    started = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return b"connect refused", time.monotonic() - started
+    writer.write(payload[:head])
+
+    async def drip() -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            for byte in payload[head:]:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(interval)
+
+    dripper = asyncio.create_task(drip())
+    try:
+        data: bytes | None = await asyncio.wait_for(reader.read(64), give_up)
+    except TimeoutError:
+        data = None
+    except (OSError, ConnectionError):
+        data = b""
+    finally:
+        dripper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dripper
+        writer.close()
+        with contextlib.suppress(OSError, ConnectionError):
+            await writer.wait_closed()
+    return data, time.monotonic() - started

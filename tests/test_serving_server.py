@@ -19,7 +19,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.stalling import StallingServer
+from tests.stalling import StallingServer, slow_client
 from tests.test_serving_support import (
     BIN,
     feature_columns,
@@ -146,46 +146,6 @@ def test_clients_disconnecting_mid_body_are_499_not_server_errors(
     assert "Traceback" not in text and "Exception in ASGI application" not in text, text[-3000:]
 
 
-async def _slow_client(
-    port: int, payload: bytes, interval: float, give_up: float, head: int = 0
-) -> tuple[bytes | None, float]:
-    """Send the first ``head`` bytes of ``payload`` at once, then the rest one byte every ``interval``
-    s; return (what the server answered first, seconds).
-
-    ``None``: the server still held the connection after ``give_up`` s (a slow sender not cut off).
-    ``b""``: the server closed without a word.
-    """
-    started = time.monotonic()
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return b"connect refused", time.monotonic() - started
-    writer.write(payload[:head])
-
-    async def drip() -> None:
-        with contextlib.suppress(OSError, ConnectionError):
-            for byte in payload[head:]:
-                writer.write(bytes([byte]))
-                await writer.drain()
-                await asyncio.sleep(interval)
-
-    dripper = asyncio.create_task(drip())
-    try:
-        data: bytes | None = await asyncio.wait_for(reader.read(64), give_up)
-    except TimeoutError:
-        data = None
-    except (OSError, ConnectionError):
-        data = b""
-    finally:
-        dripper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await dripper
-        writer.close()
-        with contextlib.suppress(OSError, ConnectionError):
-            await writer.wait_closed()
-    return data, time.monotonic() - started
-
-
 def _outcome(data: bytes | None) -> str:
     if data is None:
         return "held"
@@ -201,7 +161,7 @@ def test_two_thousand_slow_senders_are_cut_off(model_dir: Path) -> None:
 
     async def flood(port: int) -> list[tuple[bytes | None, float]]:
         return await asyncio.gather(
-            *(_slow_client(port, payload, 1.0, give_up=header_timeout + 20) for _ in range(n))
+            *(slow_client(port, payload, 1.0, give_up=header_timeout + 20) for _ in range(n))
         )
 
     with serve(str(model_dir), env=env) as (url, proc):
@@ -228,7 +188,7 @@ def test_a_body_trickled_slower_than_its_deadline_is_a_counted_408(model_dir: Pa
         # headers at once, then the body a byte every 0.25 s (it would take minutes)
         return await asyncio.gather(
             *(
-                _slow_client(port, payload, 0.25, give_up=20, head=len(payload) - len(good_body))
+                slow_client(port, payload, 0.25, give_up=20, head=len(payload) - len(good_body))
                 for _ in range(20)
             )
         )
