@@ -1,9 +1,11 @@
 """Stage ``extract``: every active instrument's bars for the window → ``paths.raw`` (partitioned Parquet).
 
 The window is [data.end − data.lookback_days, data.end); the clock is read only when ``data.end`` is
-"now", so the same params give byte-identical files. The whole raw tree is built aside and swapped in
-at the end: a source that fails (a ``SourceError`` naming broker/symbol or file) leaves the previous
-``data/raw`` exactly as it was.
+"now", so the same params give byte-identical files. The whole raw tree is built aside, checked and
+swapped in at the end, and the output is ``persist: true`` in dvc.yaml so DVC does not delete it
+first: a source that fails (a ``SourceError`` naming broker/symbol or file), or a run killed at any
+point, leaves the previous ``data/raw`` exactly as it was. The run holds ``data/.raw.lock`` and starts
+by sweeping what a killed run left beside it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from collections.abc import Iterator
 import pandas as pd
 
 from autotrader import rawstore
+from autotrader.atomic import guard_output
 from autotrader.console import console, progress, stage_main
 from autotrader.errors import SourceError
-from autotrader.params import load_params
+from autotrader.faults import fault_point
+from autotrader.params import Params, load_params
 from autotrader.sources import fetch_all
 
 
@@ -29,6 +33,14 @@ def _span(frame: pd.DataFrame) -> tuple[object, object]:
 
 def main() -> int:
     params = load_params()
+    with guard_output(params.paths.raw) as swept:
+        for path in swept:
+            console.print(f"extract: removed {path} (left by a killed run)", soft_wrap=True)
+        return extract(params)
+
+
+def extract(params: Params) -> int:
+    fault_point("extract", "start")
     data = params.data
     instruments = data.active_instruments()
     if not instruments:
@@ -54,6 +66,8 @@ def main() -> int:
                 summaries.append(f"  {instrument.key}: {len(frame)} bars, {first} → {last}")
                 bar.update(task, advance=1, description=f"extract {instrument.key}")
                 yield instrument.broker, instrument.symbol, frame
+                fault_point("extract", "middle")  # one instrument written aside, the rest to come
+            fault_point("extract", "end")  # the new tree is complete but not yet swapped in
 
     files = rawstore.write_extract(params.paths.raw, frames())
     for line in summaries:

@@ -1,7 +1,9 @@
 """Stage ``features``: raw bars → the feature store (incremental), then metrics/features.json.
 
 Refuses to run unless the validate stage said the raw data passed: features from data that broke a
-rule would be trained on, and served, as if they were fine.
+rule would be trained on, and served, as if they were fine. Holds ``data/.features.lock`` for the run
+and starts by sweeping what a killed run left (``data/.features.*.tmp``, ``.features.trash``); the
+store itself reconciles its metadata with its partitions (``autotrader.store.reconcile``).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from autotrader.atomic import write_json
+from autotrader.atomic import guard_output, write_json
 from autotrader.console import console, stage_main
 from autotrader.errors import StoreError
+from autotrader.faults import fault_point
 from autotrader.params import load_params
 from autotrader.store import update_store
 
@@ -34,14 +37,18 @@ def require_validation(path: Path) -> None:
 def main() -> int:
     params = load_params()
     paths = params.paths
-    require_validation(Path(paths.metrics) / "validation.json")
-    result = update_store(
-        raw_root=paths.raw,
-        store_root=paths.features,
-        params=params.features,
-        interval=params.data.interval,
-        source=params.data.source,
-    )
+    with guard_output(paths.features) as swept:
+        for path in swept:
+            console.print(f"features: removed {path} (left by a killed run)", soft_wrap=True)
+        fault_point("features", "start")
+        require_validation(Path(paths.metrics) / "validation.json")
+        result = update_store(  # fault points middle and end are inside: before anything is visible
+            raw_root=paths.raw,
+            store_root=paths.features,
+            params=params.features,
+            interval=params.data.interval,
+            source=params.data.source,
+        )
     write_json(Path(paths.metrics) / "features.json", result.as_metrics())
     console.print(
         f"features: {result.mode} ({result.reason}); wrote {result.partitions_written} partition(s), "

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from autotrader.atomic import atomic_dir, write_json
 from autotrader.console import console, stage_main
+from autotrader.faults import fault_point
 from autotrader.health import HealthCheckFailed, HealthReport, check_health, fallback_html, report_dir
 from autotrader.params import load_params
 
@@ -40,7 +41,9 @@ def _show(report: HealthReport) -> None:
 
 def main() -> int:
     params = load_params()
+    fault_point("health", "start")
     report = check_health(params)
+    fault_point("health", "middle")
     out = report_dir(params)
     with atomic_dir(out) as tmp:
         if report.drift is not None and report.drift.snapshot is not None:
@@ -48,6 +51,7 @@ def main() -> int:
         else:
             (tmp / "index.html").write_text(fallback_html(report))
         psi = report.drift.psi_table() if report.drift is not None else {"error": report.drift_error}
+        fault_point("health", "end")
         write_json(tmp / "psi.json", psi)
     write_json(Path(params.paths.metrics) / "health.json", report.as_metrics(str(out / "index.html")))
     _show(report)

@@ -3,6 +3,11 @@
 Fails fast (before any work) when the tracking server is unreachable. The model folder
 (``params.paths.model``) is a download of exactly the model logged to the run, written atomically;
 ``metrics/train.json`` names the run and logged model so evaluate/gate/promote report to them.
+
+The new model folder is swapped in only after it loads and takes exactly the prepared features, and
+the output is ``persist: true`` in dvc.yaml: a failed or killed training keeps the last good model.
+The run holds ``models/.model.lock``, sweeps what a killed run left beside the model, and marks
+the training runs a killed process left RUNNING in MLflow as FAILED.
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from autotrader import registry
-from autotrader.atomic import atomic_dir, write_json
+from autotrader.atomic import atomic_dir, guard_output, write_json
 from autotrader.console import console, progress, stage_main
+from autotrader.faults import fault_point
 from autotrader.modeling import train as training
 from autotrader.modeling.dataset import read_prepared, window_spans
 from autotrader.modeling.lineage import data_version, git_commit, model_hash
@@ -19,24 +25,41 @@ from autotrader.modeling.model_card import render
 from autotrader.modeling.models import hyperparameters
 from autotrader.modeling.tracking import (
     CARD_ARTIFACT,
+    check_inputs,
     download_model,
+    fail_abandoned_runs,
     finite_metrics,
     flat_params,
+    load_local_model,
     log_model,
     log_replay_rows,
     replay_rows,
+    run_owner_tags,
 )
 from autotrader.modeling.trials import MODEL_TAG, count_trials
-from autotrader.params import load_params
+from autotrader.params import Params, load_params
 
 
 def main() -> int:
+    params = load_params()
+    with guard_output(params.paths.model, tempdirs=True) as swept:
+        for path in swept:
+            console.print(f"train: removed {path} (left by a killed run)", soft_wrap=True)
+        return train(params)
+
+
+def train(params: Params) -> int:
     import mlflow
 
-    params = load_params()
     paths = params.paths
+    fault_point("train", "start")
     registry.connect(params)
     experiment_id = registry.ensure_experiment(params)
+    with registry.mlflow_errors("failing runs a killed training left RUNNING", registry.tracking_uri(params)):
+        for run_id in fail_abandoned_runs(
+            mlflow.MlflowClient(), experiment_id, registry.tracking_uri(params)
+        ):
+            console.print(f"train: marked run {run_id} FAILED (its process was killed)", soft_wrap=True)
     prepared = read_prepared(paths.prepared)
     features = list(prepared.info["features"])
     # The shipped model is the one the last walk-forward window tests: it also learns from the
@@ -62,6 +85,7 @@ def main() -> int:
             mlflow.MlflowClient(), experiment_id, params.mlflow.model_name, len(params.train.candidates)
         )
 
+    fault_point("train", "middle")
     summary = {
         "chosen": result.chosen,
         "cv_metric": params.train.cv_metric,
@@ -77,7 +101,9 @@ def main() -> int:
     uri = registry.tracking_uri(params)
     with (
         registry.mlflow_errors("logging the training run", uri),
-        mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{result.chosen}") as run,
+        mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"train-{result.chosen}", tags=run_owner_tags()
+        ) as run,
     ):
         mlflow.set_tags(
             {
@@ -121,8 +147,10 @@ def main() -> int:
 
         with atomic_dir(paths.model) as tmp:  # swapped in last: a failure above leaves the old model
             download_model(model_info.model_uri, tmp)
+            check_inputs(load_local_model(tmp), features, f"{paths.prepared}/train.parquet")  # it loads
             summary["model_hash"] = model_hash(tmp)
             mlflow.set_tag("model_hash", summary["model_hash"])
+            fault_point("train", "end")  # complete and checked aside, not yet swapped in
 
     write_json(Path(paths.metrics) / "train.json", summary)
     console.print(

@@ -173,7 +173,11 @@ def test_a_step_that_does_not_pull_what_its_stage_needs_fails(tmp_path: Path) ->
     root = copy_layout(tmp_path)
     path = root / "argo" / "training-pipeline.yaml"
     path.write_text(
-        path.read_text().replace("{name: pull, value: prepare train}", "{name: pull, value: train}", 1)
+        path.read_text().replace(
+            "{name: stages, value: evaluate}\n                  - {name: pull, value: prepare train}",
+            "{name: stages, value: evaluate}\n                  - {name: pull, value: train}",
+            1,
+        )
     )
     _, _, problems = plan_from_files(root / "argo", root / "dvc.yaml")
     assert problems == [

@@ -1,20 +1,27 @@
 """Raw bars on disk: Parquet partitioned ``broker=…/symbol=…/date=YYYY-MM-DD/bars.parquet``.
 
 Written by ``extract`` and read by ``validate``, ``features``, ``archive`` and ``health``. A whole
-extract is built in a temporary directory and swapped in, so a failed run leaves the old bars.
+extract is built in a temporary directory, checked (every day file written reads back), and only then
+swapped in, so a failed or killed run leaves the old bars. The extract stage's output is ``persist``
+in dvc.yaml: DVC must not delete the last good tree before the command runs; this swap replaces it.
 Rows are kept exactly as the source gave them (order, duplicates, dtypes): judging them is
 validation's job, not storage's.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
 
-from autotrader.atomic import atomic_dir, write_parquet
+from autotrader.atomic import atomic_dir, write_json, write_parquet
+from autotrader.errors import SourceError
+from autotrader.params import DataParams
 
 PARTITION_FILE = "bars.parquet"
 
@@ -49,7 +56,25 @@ def write_extract(root: str | Path, frames: Iterable[tuple[str, str, pd.DataFram
     with atomic_dir(root) as tmp:
         for broker, symbol, frame in frames:
             total += write_partitions(tmp, frame, broker, symbol)
+        verify_tree(tmp, total)
     return total
+
+
+def verify_tree(root: Path, expected: int) -> None:
+    """The tree about to replace the raw store is complete: ``expected`` (> 0) day files, each readable."""
+    files = sorted(root.glob(f"broker=*/symbol=*/date=*/{PARTITION_FILE}"))
+    if expected == 0 or len(files) != expected:
+        raise SourceError(
+            f"extract wrote {len(files)} day file(s) where {expected} were expected (and at least one is "
+            "needed); the previous raw bars are kept"
+        )
+    for path in files:
+        try:
+            pq.read_metadata(path)
+        except (OSError, ValueError) as exc:
+            raise SourceError(
+                f"{path}: the new day file does not read back ({exc}); the previous raw bars are kept"
+            ) from exc
 
 
 def instruments(root: str | Path) -> list[tuple[str, str]]:
@@ -89,3 +114,33 @@ def iter_instruments(root: str | Path) -> Iterator[tuple[str, str, pd.DataFrame]
 def read_all(root: str | Path) -> pd.DataFrame:
     frames = [f for _, _, f in iter_instruments(root)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# --------------------------------------------------------------------------- the validation seal
+
+SEAL_KEY = "raw"  # where the validate stage records the seal in metrics/validation.json
+
+
+def fingerprint(root: str | Path) -> str:
+    """SHA-256 over every day file's relative path and bytes: which exact bars these are."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(root.glob(f"broker=*/symbol=*/date=*/{PARTITION_FILE}")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def seal(root: str | Path, data: DataParams) -> dict[str, Any]:
+    """What a validation verdict was about: the raw bars' fingerprint and the window they were held to."""
+    return {
+        "fingerprint": fingerprint(root),
+        "window": {"end": str(data.end), "lookback_days": data.lookback_days, "interval": data.interval},
+    }
+
+
+def add_seal(verdict_path: str | Path, sealed: dict[str, Any]) -> None:
+    """Record the seal in the validate stage's verdict, so a consumer can tell a stale verdict."""
+    verdict = json.loads(Path(verdict_path).read_text())
+    verdict[SEAL_KEY] = sealed
+    write_json(verdict_path, verdict)

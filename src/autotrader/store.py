@@ -15,6 +15,10 @@ Partitions of days no longer in raw stay as history while the fingerprint is the
 A different feature fingerprint (version, params, definitions, interval), a different data source or
 a different set of instruments rebuilds the whole store in a temporary directory and swaps it in.
 Nothing is written until every instrument has been computed, so a failure leaves the store as it was.
+An incremental update moves its finished partitions in and rewrites ``_metadata.json`` as one
+journaled commit (``autotrader.journal``): a run killed inside the rename loop is finished by the next
+run, which also deletes partitions the metadata does not list and rebuilds when the metadata lists
+partitions that are gone (``reconcile``). The metadata and the partitions on disk always agree.
 
 Readers (prepare, serving, health) go through ``load_features``, which touches only the date
 partitions the query needs.
@@ -22,6 +26,7 @@ partitions the query needs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -41,9 +46,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from autotrader import journal
 from autotrader.atomic import atomic_dir, atomic_path, write_json
 from autotrader.console import progress
 from autotrader.errors import StoreError
+from autotrader.faults import fault_point
 from autotrader.features import compute_feature_arrays, feature_specs, fingerprint, warmup_bars
 from autotrader.params import FeatureParams
 from autotrader.rawstore import PARTITION_FILE as RAW_FILE
@@ -429,14 +436,16 @@ def update_store(
     """Bring the store in line with raw: recompute changed/new partitions, or rebuild when needed."""
     started = time.perf_counter()
     store_root = Path(store_root)
-    for stale in store_root.glob(f"{_STAGING_PREFIX}*"):  # left by a run that was killed mid-way
-        shutil.rmtree(stale, ignore_errors=True)
+    missing = reconcile(store_root)
     meta = _read_metadata_or_none(store_root)
     raw = scan_raw(raw_root, meta.get("partitions") if meta else None)
     warmup = warmup_bars(params)
     fp = fingerprint(params, interval)
     hashes = {inst: input_hashes(parts, warmup) for inst, parts in raw.items()}
     plan = plan_update(raw, hashes, meta, store_root, fp, source)
+    if missing and plan.mode != "full":
+        everything = {inst: list(range(len(parts))) for inst, parts in raw.items()}
+        plan = Plan("full", f"the metadata lists {len(missing)} partition(s) that are gone", everything)
     total_parts = sum(len(p) for p in raw.values())
     n_targets = sum(len(t) for t in plan.targets.values())
     instruments = sorted(_instrument_key(*inst) for inst in raw)
@@ -477,33 +486,46 @@ def update_store(
     if plan.mode == "full":
         with atomic_dir(store_root) as tmp:
             partitions = compute_all(lambda key: partition_path(tmp, *key))
+            fault_point("features", "middle")
             write_json(
                 tmp / METADATA_FILE,
                 build_metadata(partitions, params, interval, source, fp, _now_iso(), last_update),
             )
+            fault_point("features", "end")  # the new store is complete aside, not yet swapped in
     elif n_targets:
         assert meta is not None
         store_root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=store_root))
+        committing = False
         try:
             written = compute_all(lambda key: staging / f"{'__'.join(key)}.parquet")  # flat: cheap to clean
+            fault_point("features", "middle")
             partitions = dict(meta["partitions"])
             partitions.update(written)
-            # Every partition is computed; only now does anything visible change.
-            for pid in written:
-                broker, symbol, date = pid.split("/")
-                final = partition_path(store_root, broker, symbol, date)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staging / f"{broker}__{symbol}__{date}.parquet", final)
-            write_json(
-                store_root / METADATA_FILE,
-                build_metadata(partitions, params, interval, source, fp, meta["created_at"], last_update),
+            moves = [
+                (
+                    staging / f"{'__'.join(pid.split('/'))}.parquet",
+                    partition_path(store_root, *pid.split("/")),
+                )
+                for pid in written
+            ]
+            content = build_metadata(
+                partitions, params, interval, source, fp, meta["created_at"], last_update
             )
+            fault_point("features", "end")  # every partition is computed; nothing visible has changed
+            # Only now does anything visible change, as one journaled commit (finished by the next
+            # run if this process dies inside it, so staging must then survive).
+            committing = True
+            journal.commit(store_root, moves, store_root / METADATA_FILE, content)
+            committing = False
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            if not committing:
+                shutil.rmtree(staging, ignore_errors=True)
     else:
         assert meta is not None
         partitions = meta["partitions"]
+        fault_point("features", "middle")
+        fault_point("features", "end")
 
     rows_written = sum(partitions[part_id(raw[i][x].key)]["rows"] for i, t in plan.targets.items() for x in t)
     return UpdateResult(
@@ -518,6 +540,32 @@ def update_store(
         feature_count=len(feature_specs(params)),
         seconds=time.perf_counter() - started,
     )
+
+
+def reconcile(store_root: Path) -> list[str]:
+    """Make the store's files and ``_metadata.json`` agree after a killed run; returns listed-but-missing ids.
+
+    Finishes a journaled commit that was interrupted, removes staging folders (only then: they are
+    the commit's sources), and deletes partition files the metadata does not list. Partitions the
+    metadata lists but that are gone are returned, so the caller rebuilds instead of trusting it.
+    """
+    if not store_root.is_dir():
+        return []
+    journal.recover(store_root)
+    for stale in store_root.glob(f"{_STAGING_PREFIX}*"):  # left by a run that was killed mid-way
+        shutil.rmtree(stale, ignore_errors=True)
+    meta = _read_metadata_or_none(store_root)
+    if meta is None:
+        return []
+    listed = set(meta.get("partitions", {}))
+    for path in sorted(store_root.glob(f"broker=*/symbol=*/date=*/{PARTITION_FILE}")):
+        day, sym, brk = path.parent, path.parent.parent, path.parent.parent.parent
+        pid = "/".join(p.name.split("=", 1)[1] for p in (brk, sym, day))
+        if pid not in listed:
+            path.unlink()
+            with contextlib.suppress(OSError):
+                day.rmdir()
+    return sorted(pid for pid in listed if not partition_path(store_root, *pid.split("/")).is_file())
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -588,6 +636,14 @@ def _empty_frame(meta: dict[str, Any], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+def _bar_length(meta: dict[str, Any]) -> pd.Timedelta:
+    """The store's bar interval; 0 when the metadata does not say (then only ``timestamp < end`` is known)."""
+    try:
+        return pd.Timedelta(pd.tseries.frequencies.to_offset(meta.get("interval") or "0s"))
+    except (ValueError, TypeError):
+        return pd.Timedelta(0)
+
+
 def load_features(
     start: str | pd.Timestamp | datetime | None,
     end: str | pd.Timestamp | datetime | None,
@@ -640,14 +696,6 @@ def load_features(
     if files:
         condition = None
         unit = pa.timestamp("ns", tz="UTC")
-def _bar_length(meta: dict[str, Any]) -> pd.Timedelta:
-    """The store's bar interval; 0 when the metadata does not say (then only ``timestamp < end`` is known)."""
-    try:
-        return pd.Timedelta(pd.tseries.frequencies.to_offset(meta.get("interval") or "0s"))
-    except (ValueError, TypeError):
-        return pd.Timedelta(0)
-
-
         if start_ts is not None:
             condition = ds.field("timestamp") >= pa.scalar(start_ts.as_unit("ns"), type=unit)
         if end_ts is not None:

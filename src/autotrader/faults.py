@@ -1,0 +1,39 @@
+"""Fault injection: make a stage fail at a named point, so tests can prove a failure destroys nothing.
+
+Every stage calls ``fault_point(stage, "start" | "middle" | "end")`` at three places: right after
+reading its params (nothing done yet), after its main work (nothing written yet), and at the last
+moment before its new output becomes visible (built aside, not yet swapped in). The points do nothing
+unless ``AUTOTRADER_FAULT`` names them, e.g. ``AUTOTRADER_FAULT=train:middle`` or a comma-separated
+list ``extract:end,features:start``; then the stage fails there with an ``InjectedFault`` (an ordinary
+pipeline error: exit code 1, one red line), exactly as a real failure at that point would.
+
+This is the library's own hook, honoured the same way in every environment: the tests inject faults
+through the environment and never patch the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+
+from autotrader.errors import AutoTraderError
+
+FAULT_ENV = "AUTOTRADER_FAULT"
+POINTS: tuple[str, ...] = ("start", "middle", "end")
+
+
+class InjectedFault(AutoTraderError):
+    """A failure asked for by ``AUTOTRADER_FAULT``."""
+
+
+def requested() -> set[str]:
+    """The ``stage:point`` names in ``AUTOTRADER_FAULT`` (empty when unset)."""
+    raw = os.environ.get(FAULT_ENV, "")
+    return {item.strip() for item in raw.split(",") if item.strip()}
+
+
+def fault_point(stage: str, point: str) -> None:
+    """Fail here if ``AUTOTRADER_FAULT`` names ``stage:point``; otherwise do nothing."""
+    if point not in POINTS:
+        raise ValueError(f"fault point {point!r} is not one of {', '.join(POINTS)}")
+    if f"{stage}:{point}" in requested():
+        raise InjectedFault(f"{stage}: injected fault at {point} ({FAULT_ENV}={os.environ[FAULT_ENV]})")
