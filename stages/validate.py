@@ -3,23 +3,33 @@
 Reads ``paths.raw``; writes ``reports/validation/<broker>__<symbol>.json``, the Data Docs site
 ``reports/validation/data_docs/index.html`` and ``metrics/validation.json``. A rule whose family has
 severity ``fail`` makes the stage exit non-zero, one line per broken expectation; ``warn`` only prints.
+The verdict carries a seal (the raw bars' fingerprint and the window, ``rawstore.seal``), so the
+archive can refuse a verdict that is stale for the bars it is about to archive.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from autotrader import rawstore
 from autotrader.console import console, stage_main
 from autotrader.errors import ValidationFailed
+from autotrader.faults import fault_point
 from autotrader.params import load_params
 from autotrader.validation import show, validate_raw, write_outputs
 
 
 def main() -> int:
     params = load_params()
+    fault_point("validate", "start")
     reports_dir = Path(params.paths.reports) / "validation"
+    sealed = rawstore.seal(params.paths.raw, params.data)  # which bars and window the verdict is about
     run = validate_raw(params)
-    index = write_outputs(run, reports_dir, Path(params.paths.metrics) / "validation.json")
+    fault_point("validate", "middle")
+    fault_point("validate", "end")
+    verdict_path = Path(params.paths.metrics) / "validation.json"
+    index = write_outputs(run, reports_dir, verdict_path)
+    rawstore.add_seal(verdict_path, sealed)  # archive refuses a verdict about other bars or another window
     show(run)
     console.print(f"Data Docs: {index}")
     if not run.success:

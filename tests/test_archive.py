@@ -1,10 +1,12 @@
-"""The archive: deterministic gzip CSV day partitions, a faithful round trip, idempotent reruns."""
+"""The archive: deterministic gzip CSV day partitions, a faithful round trip, idempotent reruns, write-once
+(a changed day is an error unless replaced with the old content kept), and only validated bars."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +101,9 @@ def test_local_archive_layout_round_trip_and_metrics(raw: Path, tmp_path: Path) 
     assert not list((tmp_path / "archive").rglob("*.tmp")), "no temporary files left behind"
 
 
-def test_rerun_skips_unchanged_days_and_rewrites_only_a_changed_one(raw: Path, tmp_path: Path) -> None:
+def test_rerun_skips_unchanged_days_and_replaces_a_changed_one_only_when_asked(
+    raw: Path, tmp_path: Path
+) -> None:
     url = str(tmp_path / "archive")
     archive_raw(raw, url, show_progress=False)
     files = sorted((tmp_path / "archive").rglob("bars.csv.gz"))
@@ -110,17 +114,29 @@ def test_rerun_skips_unchanged_days_and_rewrites_only_a_changed_one(raw: Path, t
     assert again.as_metrics()["bytes_written"] == 0
     assert {f: (f.stat().st_ino, f.stat().st_mtime_ns, f.read_bytes()) for f in files} == before
 
-    # A corrected day in the raw store is re-archived; the others are left alone.
+    # A corrected day in the raw store is a conflict: an error naming the object, and nothing written.
     day = rawstore.partition_files(raw, "binance", "BTCUSDT")[1]
+    date = day.parent.name.split("=", 1)[1]
+    old_bytes = read_archived_bytes(url, "binance", "BTCUSDT", date)
     frame = pd.read_parquet(day)
     frame.loc[0, "volume"] += 1.0
     write_parquet(day, frame)
-    third = archive_raw(raw, url, show_progress=False)
-    changed = partition_key("binance", "BTCUSDT", day.parent.name.split("=", 1)[1])
-    assert third.written == [changed]
-    assert (
-        read_archived(url, "binance", "BTCUSDT", day.parent.name.split("=", 1)[1])["volume"][0]
-        == (frame["volume"][0])
+    changed = partition_key("binance", "BTCUSDT", date)
+    with pytest.raises(ArchiveError, match=rf"1 archived object\(s\) would change: .*{changed}.*--replace"):
+        archive_raw(raw, url, show_progress=False)
+    assert {f: (f.stat().st_ino, f.stat().st_mtime_ns, f.read_bytes()) for f in files} == before
+    assert sorted((tmp_path / "archive").rglob("*.gz")) == files
+
+    # An explicit replace writes it and keeps the old content as a dated sibling; the others are left alone.
+    when = datetime(2026, 11, 29, 20, 1, 2, tzinfo=UTC)
+    third = archive_raw(raw, url, show_progress=False, replace=True, now=when)
+    assert third.written == [changed] and third.replaced == [changed]
+    sibling = changed.replace("bars.csv.gz", "bars.replaced-20261129T200102Z.csv.gz")
+    assert third.as_metrics()["replaced"] == [{"key": changed, "old_version": sibling}]
+    assert (tmp_path / "archive" / sibling).read_bytes() == old_bytes
+    assert read_archived(url, "binance", "BTCUSDT", date)["volume"][0] == frame["volume"][0]
+    assert archived_dates(url, "binance", "BTCUSDT") == sorted(
+        p.parent.name.split("=", 1)[1] for p in rawstore.partition_files(raw, "binance", "BTCUSDT")
     )
 
 
@@ -154,11 +170,24 @@ def test_urls_never_carry_or_leak_credentials() -> None:
     assert open_target("file:///tmp/x").is_local
 
 
+def small_window(project) -> None:
+    """The two instruments and three days ``write_sim_raw`` writes, so the validate stage judges exactly them."""
+    project.set_params(
+        **{
+            "data.instruments": [{"broker": i.broker, "symbol": i.symbol} for i in INSTRUMENTS],
+            "data.end": END.strftime("%Y-%m-%d"),
+            "data.lookback_days": 3,
+        }
+    )
+
+
 def test_archive_stage_writes_metrics(project_factory, tmp_path: Path) -> None:
     project = project_factory(with_dvc=False)
     write_sim_raw(project.root / "data" / "raw")
     archive = tmp_path / "arch"
     project.set_params(**{"archive.url": str(archive)})
+    small_window(project)
+    project.stage("validate")
     project.stage("archive")
     metrics = json.loads((project.root / "metrics" / "archive.json").read_text())
     assert metrics["url"] == str(archive)
@@ -174,7 +203,9 @@ def test_archive_stage_fails_cleanly_without_raw_bars(project_factory) -> None:
     project = project_factory(with_dvc=False)
     proc = project.stage("archive", check=False)
     assert proc.returncode == 1
-    assert "raw bars not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        "validation.json: not found; run the validate stage" in proc.stderr and "Traceback" not in proc.stderr
+    )
     assert not (project.root / "metrics" / "archive.json").exists()
     assert not (project.root / "data" / "archive").exists()
     assert os.listdir(project.root / "data") == ["external"]

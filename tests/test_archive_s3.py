@@ -19,7 +19,7 @@ from autotrader.archive import (
     read_archived_bytes,
 )
 from tests.s3server import S3Server, s3_bucket_fixture, s3_env_fixture, s3_server_fixture  # noqa: F401
-from tests.test_archive import all_partitions, write_sim_raw
+from tests.test_archive import all_partitions, small_window, write_sim_raw
 
 pytestmark = pytest.mark.xdist_group("s3")
 
@@ -76,10 +76,13 @@ def test_second_run_uploads_nothing(raw: Path, s3_server: S3Server, s3_bucket: s
     after = {k: (o["ETag"], o["LastModified"]) for k, o in _objects(s3_server, s3_bucket, "").items()}
     assert after == before
 
-    # An object changed behind our back (same key, different content) is repaired.
+    # An object changed behind our back (same key, different content) is never overwritten silently:
+    # the archive is write-once, so this is an error naming it; --replace repairs it, keeping what was there.
     victim = sorted(before)[0]
     s3_server.client().put_object(Bucket=s3_bucket, Key=victim, Body=b"not the archive")
-    third = archive_raw(raw, url, show_progress=False)
+    with pytest.raises(ArchiveError, match=rf"would change: s3://{s3_bucket}/{victim}"):
+        archive_raw(raw, url, show_progress=False)
+    third = archive_raw(raw, url, show_progress=False, replace=True)
     assert third.written == [victim.removeprefix("archive/")]
 
 
@@ -101,9 +104,11 @@ def test_stage_archives_to_s3_in_a_subprocess_with_an_explicit_endpoint(
     project_factory, s3_server: S3Server, s3_bucket: str
 ) -> None:
     project = project_factory(with_dvc=False)
-    write_sim_raw(project.root / "data" / "raw", days=2)
+    write_sim_raw(project.root / "data" / "raw")
     url = f"s3://{s3_bucket}/stage"
     project.set_params(**{"archive.url": url})
+    small_window(project)
+    project.stage("validate")
     # Only AUTOTRADER_S3_ENDPOINT_URL names the server: the stage must pass it to s3fs explicitly.
     env = {k: v for k, v in s3_server.env.items() if k != "AWS_ENDPOINT_URL_S3"}
     env["AUTOTRADER_S3_ENDPOINT_URL"] = s3_server.endpoint_url

@@ -6,6 +6,18 @@ as the raw Parquet store, in a format any tool can read in twenty years. The byt
 day that has not changed produces the same bytes and the object is skipped, not rewritten: the stage
 is idempotent and cheap to run every day.
 
+The archive is write-once. An archived object whose content would change is an error naming every
+such object, and nothing is written; only ``replace=True`` (``archive.replace`` or the stage's
+``--replace``) replaces it, and then the old bytes are kept: as a dated sibling
+(``bars.replaced-<UTC time>.csv.gz``) in a folder or an unversioned bucket, or as the previous object
+version when the bucket has versioning on. The stage archives only bars whose validation verdict
+(``metrics/validation.json``) says success for exactly these bars and this window
+(``require_verdict``).
+
+S3 calls have deadlines: connect and read timeouts and a bounded number of attempts
+(``archive.connect_timeout_s``, ``archive.read_timeout_s``, ``archive.max_attempts``), so a stopped
+endpoint fails the stage in seconds with an error that names the S3 error code, never hangs it.
+
 Remote URLs go through fsspec (``s3://bucket/prefix`` through s3fs). Credentials come only from the
 environment (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` or any botocore
 source); a custom endpoint (MinIO, moto, Ceph) from ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, which
@@ -17,10 +29,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -33,6 +47,7 @@ from autotrader import rawstore
 from autotrader.atomic import write_bytes
 from autotrader.console import progress
 from autotrader.errors import AutoTraderError
+from autotrader.params import DataParams
 from autotrader.schema import BAR_COLUMNS, NUMERIC_COLUMNS
 
 ARCHIVE_FILE = "bars.csv.gz"
@@ -111,6 +126,7 @@ class ArchiveTarget:
     url: str  # redacted, for messages and metrics
     root: str  # local directory, or bucket/prefix for fsspec
     fs: Any = None  # None for a local directory
+    deadlines: Deadlines | None = None  # of a remote store, for error messages
 
     @property
     def is_local(self) -> bool:
@@ -120,18 +136,42 @@ class ArchiveTarget:
         return str(Path(self.root) / key) if self.is_local else f"{self.root.rstrip('/')}/{key}"
 
 
-def storage_options(protocol: str) -> dict[str, Any]:
-    """Options for the fsspec filesystem: only what the environment says, never a secret from params."""
+@dataclass(frozen=True)
+class Deadlines:
+    """How long one S3 call may take: botocore's connect and read timeouts and its attempts (retries + 1)."""
+
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_attempts: int = 3
+
+    def describe(self) -> str:
+        return (
+            f"connect timeout {self.connect_timeout_s:g}s, read timeout {self.read_timeout_s:g}s, "
+            f"{self.max_attempts} attempt(s)"
+        )
+
+
+def storage_options(protocol: str, deadlines: Deadlines | None = None) -> dict[str, Any]:
+    """Options for the fsspec filesystem: deadlines from params, endpoint from the environment, no secret."""
     if protocol not in ("s3", "s3a"):
         return {}
-    options: dict[str, Any] = {"use_listings_cache": False, "skip_instance_cache": True}
+    deadlines = deadlines or Deadlines()
+    options: dict[str, Any] = {
+        "use_listings_cache": False,
+        "skip_instance_cache": True,
+        "config_kwargs": {
+            "connect_timeout": deadlines.connect_timeout_s,
+            "read_timeout": deadlines.read_timeout_s,
+            "retries": {"max_attempts": deadlines.max_attempts, "mode": "standard"},
+        },
+    }
     endpoint = os.environ.get(ENDPOINT_ENV)
     if endpoint:
         options["endpoint_url"] = endpoint
     return options
 
 
-def open_target(url: str) -> ArchiveTarget:
+def open_target(url: str, deadlines: Deadlines | None = None) -> ArchiveTarget:
     """Resolve ``archive.url``: ``s3://bucket/prefix`` (or any fsspec URL), ``file://…`` or a plain path."""
     if not url.strip():
         raise ArchiveError("archive.url is empty; set a folder or s3://bucket/prefix in params.yaml")
@@ -148,13 +188,15 @@ def open_target(url: str) -> ArchiveTarget:
     import fsspec
 
     try:
-        fs = fsspec.filesystem(parts.scheme, **storage_options(parts.scheme))
+        fs = fsspec.filesystem(parts.scheme, **storage_options(parts.scheme, deadlines))
     except (ImportError, ValueError) as exc:
         raise ArchiveError(
             f"archive.url {redact_url(url)!r}: no filesystem for {parts.scheme}://: {exc}"
         ) from exc
+    if parts.scheme in ("s3", "s3a"):
+        fs.retries = 1  # botocore retries (max_attempts); s3fs's own loop would multiply the deadline
     root = f"{parts.netloc}{parts.path}".rstrip("/")
-    return ArchiveTarget(url=redact_url(url), root=root, fs=fs)
+    return ArchiveTarget(url=redact_url(url), root=root, fs=fs, deadlines=deadlines or Deadlines())
 
 
 def _client_errors() -> tuple[type[BaseException], ...]:
@@ -166,16 +208,40 @@ def _client_errors() -> tuple[type[BaseException], ...]:
     return (BotoCoreError, ClientError)
 
 
+def s3_error_code(exc: BaseException) -> str:
+    """The S3 error code behind an exception (``NoSuchBucket``, ``AccessDenied``, …), following the chain
+    s3fs builds; for a failure with no S3 answer, botocore's exception name (``ReadTimeoutError``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    names = []
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code"):
+            return str(response["Error"]["Code"])
+        if type(current).__module__.startswith(("botocore", "aiobotocore")):
+            names.append(type(current).__name__)
+        current = current.__cause__ or current.__context__
+    return names[0] if names else type(exc).__name__
+
+
 def _remote_call(target: ArchiveTarget, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run one remote call; turn the usual failures into an ArchiveError naming the URL and the cause."""
+    """Run one remote call; turn the usual failures into an ArchiveError naming the URL, S3 code and cause."""
     try:
         return func(*args, **kwargs)
     except FileNotFoundError as exc:
-        raise ArchiveError(f"{target.url}: {what}: not found (does the bucket exist?): {exc}") from exc
+        raise ArchiveError(
+            f"{target.url}: {what}: not found (S3 code {s3_error_code(exc)}; does the bucket exist?): {exc}"
+        ) from exc
     except PermissionError as exc:
-        raise ArchiveError(f"{target.url}: {what}: access denied (check the AWS credentials): {exc}") from exc
+        raise ArchiveError(
+            f"{target.url}: {what}: access denied (S3 code {s3_error_code(exc)}; check the AWS credentials): {exc}"
+        ) from exc
     except (OSError, *_client_errors()) as exc:
-        raise ArchiveError(f"{target.url}: {what}: {type(exc).__name__}: {exc}") from exc
+        deadline = f"; {target.deadlines.describe()}" if target.deadlines else ""
+        raise ArchiveError(
+            f"{target.url}: {what}: S3 code {s3_error_code(exc)}: {type(exc).__name__}: {exc}{deadline}"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- archiving
@@ -193,6 +259,8 @@ class ArchiveResult:
     instruments: list[str] = field(default_factory=list)
     first_date: str | None = None
     last_date: str | None = None
+    replaced: list[str] = field(default_factory=list)  # keys whose content changed (only with replace)
+    kept: list[str] = field(default_factory=list)  # where each replaced object's old content is
 
     def as_metrics(self) -> dict[str, Any]:
         return {
@@ -205,6 +273,8 @@ class ArchiveResult:
             "instruments": self.instruments,
             "first_date": self.first_date,
             "last_date": self.last_date,
+            "objects_replaced": len(self.replaced),
+            "replaced": [{"key": k, "old_version": o} for k, o in zip(self.replaced, self.kept, strict=True)],
         }
 
 
@@ -229,9 +299,9 @@ def read_partition(path: Path) -> pd.DataFrame:
         raise ArchiveError(f"{path}: unreadable raw partition: {exc}") from exc
 
 
-def _existing_local(target: ArchiveTarget, key: str) -> str | None:
+def _existing_local(target: ArchiveTarget, key: str) -> bytes | None:
     path = Path(target.path_of(key))
-    return md5_hex(path.read_bytes()) if path.is_file() else None
+    return path.read_bytes() if path.is_file() else None
 
 
 def _remote_listing(target: ArchiveTarget) -> dict[str, dict[str, Any]]:
@@ -244,9 +314,9 @@ def _remote_listing(target: ArchiveTarget) -> dict[str, dict[str, Any]]:
     return {name[len(prefix) :]: info for name, info in found.items() if name.startswith(prefix)}
 
 
-def _remote_matches(target: ArchiveTarget, key: str, info: dict[str, Any] | None, data: bytes) -> bool:
+def _remote_matches(target: ArchiveTarget, key: str, info: dict[str, Any], data: bytes) -> bool:
     """Same content remotely? A single-part upload's ETag is its MD5; otherwise compare the bytes."""
-    if info is None or int(info.get("size", -1)) != len(data):
+    if int(info.get("size", -1)) != len(data):
         return False
     etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
     if re.fullmatch(r"[0-9a-f]{32}", etag):
@@ -264,8 +334,50 @@ def _upload(target: ArchiveTarget, batch: dict[str, bytes]) -> None:
             raise ArchiveError(f"{target.url}/{key}: upload corrupted (ETag {etag} ≠ MD5 {md5_hex(data)})")
 
 
-def archive_raw(raw_root: str | Path, url: str, show_progress: bool = True) -> ArchiveResult:
-    """Archive every raw day partition to ``url``; unchanged objects are skipped, changed ones replaced."""
+def replaced_key(key: str, stamp: str) -> str:
+    """The dated sibling that keeps a replaced object: ``…/bars.replaced-20261129T200102Z.csv.gz``."""
+    stem = key.removesuffix(".csv.gz")
+    return f"{stem}.replaced-{stamp}.csv.gz"
+
+
+def _bucket_versioned(target: ArchiveTarget) -> bool:
+    """Whether the bucket keeps every object version (then a replaced object stays as its previous version)."""
+    bucket = target.root.split("/", 1)[0]
+    try:
+        return bool(_remote_call(target, "read bucket versioning", target.fs.is_bucket_versioned, bucket))
+    except ArchiveError:  # not allowed to ask: keep a dated sibling, which is always safe
+        return False
+
+
+def _keep_old(target: ArchiveTarget, keys: list[str], stamp: str) -> list[str]:
+    """Before replacing ``keys``, keep their current content; returns where each old version is."""
+    if not target.is_local and _bucket_versioned(target):
+        return ["bucket-versioning" for _ in keys]
+    kept = []
+    for key in keys:
+        sibling = replaced_key(key, stamp)
+        if target.is_local:
+            write_bytes(target.path_of(sibling), Path(target.path_of(key)).read_bytes())
+        else:
+            _remote_call(target, f"copy {key}", target.fs.copy, target.path_of(key), target.path_of(sibling))
+        kept.append(sibling)
+    return kept
+
+
+def archive_raw(
+    raw_root: str | Path,
+    url: str,
+    show_progress: bool = True,
+    *,
+    replace: bool = False,
+    deadlines: Deadlines | None = None,
+    now: datetime | None = None,
+) -> ArchiveResult:
+    """Archive every raw day partition to ``url``: new objects written, unchanged ones skipped.
+
+    An object that exists with other content is a conflict: an ``ArchiveError`` naming the objects and
+    nothing written, unless ``replace``, which keeps the old content first (``_keep_old``).
+    """
     raw_root = Path(raw_root)
     if not raw_root.is_dir():
         raise ArchiveError(f"{raw_root}: raw bars not found; run the extract stage first")
@@ -274,43 +386,97 @@ def archive_raw(raw_root: str | Path, url: str, show_progress: bool = True) -> A
         raise ArchiveError(
             f"{raw_root}: no raw partitions (broker=…/symbol=…/date=…/bars.parquet) to archive"
         )
-    target = open_target(url)
+    target = open_target(url, deadlines)
     result = ArchiveResult(url=target.url)
     result.instruments = sorted({f"{b}/{s}" for b, s, _, _ in parts})
     dates = sorted(d for _, _, d, _ in parts)
     result.first_date, result.last_date = dates[0], dates[-1]
     listing = None if target.is_local else _remote_listing(target)
-    pending: dict[str, bytes] = {}
-
-    def flush() -> None:
-        if pending:
-            _upload(target, pending)
-            pending.clear()
+    to_write: dict[str, bytes] = {}
+    conflicts: list[str] = []
 
     with progress() as bar:
         task = bar.add_task(f"archive → {target.url}", total=len(parts), visible=show_progress)
-        for broker, symbol, date, path in parts:
+        for broker, symbol, date, path in parts:  # compare everything first: a conflict writes nothing
             key = partition_key(broker, symbol, date)
             data = encode_bars(read_partition(path))
             result.bytes_total += len(data)
             if target.is_local:
-                same = _existing_local(target, key) == md5_hex(data)
+                old = _existing_local(target, key)
+                exists, same = old is not None, old is not None and md5_hex(old) == md5_hex(data)
             else:
-                same = _remote_matches(target, key, (listing or {}).get(key), data)
+                info = (listing or {}).get(key)
+                exists = info is not None
+                same = exists and _remote_matches(target, key, info, data)
             if same:
                 result.skipped.append(key)
             else:
-                if target.is_local:
-                    write_bytes(target.path_of(key), data)
-                else:
-                    pending[key] = data
-                    if len(pending) >= _UPLOAD_BATCH:
-                        flush()
-                result.written.append(key)
-                result.bytes_written += len(data)
+                if exists:
+                    conflicts.append(key)
+                to_write[key] = data
             bar.advance(task)
-        flush()
+    if conflicts and not replace:
+        shown = ", ".join(f"{target.url}/{k}" for k in conflicts[:5])
+        more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+        raise ArchiveError(
+            f"{len(conflicts)} archived object(s) would change: {shown}{more}. The archive is write-once: "
+            "nothing was written; to replace them (the old versions are kept) run the archive stage "
+            "with --replace or set archive.replace: true"
+        )
+    if conflicts:
+        stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+        result.replaced = list(conflicts)
+        result.kept = _keep_old(target, conflicts, stamp)
+    keys = list(to_write)
+    for i in range(0, len(keys), _UPLOAD_BATCH):
+        batch = {k: to_write[k] for k in keys[i : i + _UPLOAD_BATCH]}
+        if target.is_local:
+            for key, data in batch.items():
+                write_bytes(target.path_of(key), data)
+        else:
+            _upload(target, batch)
+        result.written.extend(batch)
+        result.bytes_written += sum(len(d) for d in batch.values())
     return result
+
+
+def require_verdict(verdict_path: str | Path, raw_root: str | Path, data: DataParams) -> dict[str, Any]:
+    """The validate stage's verdict must say success about exactly these raw bars and this window.
+
+    Refuses (``ArchiveError``) a missing or unreadable verdict, a failed one (naming the instruments),
+    one without a seal, or a stale one: bars changed since, or another window (``rawstore.seal``).
+    """
+    path = Path(verdict_path)
+    if not path.is_file():
+        raise ArchiveError(f"{path}: not found; run the validate stage before archiving")
+    try:
+        verdict = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ArchiveError(f"{path}: not valid JSON ({exc}); run the validate stage again") from exc
+    if not isinstance(verdict, dict) or verdict.get("success") is not True:
+        failed = []
+        if isinstance(verdict, dict) and isinstance(verdict.get("instruments"), dict):
+            failed = [k for k, v in verdict["instruments"].items() if not (v or {}).get("success")]
+        which = f" ({', '.join(failed)})" if failed else ""
+        raise ArchiveError(
+            f"{path}: validation failed{which}; refusing to archive bars that broke a rule "
+            "(the archive keeps only validated data)"
+        )
+    sealed = verdict.get(rawstore.SEAL_KEY)
+    if not isinstance(sealed, dict):
+        raise ArchiveError(f"{path}: the verdict names no raw bars (no seal); run the validate stage again")
+    current = rawstore.seal(raw_root, data)
+    if sealed.get("window") != current["window"]:
+        raise ArchiveError(
+            f"{path}: stale verdict: it is about window {sealed.get('window')}, the archive run is about "
+            f"{current['window']}; run the validate stage for this window first"
+        )
+    if sealed.get("fingerprint") != current["fingerprint"]:
+        raise ArchiveError(
+            f"{path}: stale verdict: {raw_root} changed since it was validated (fingerprint "
+            f"{str(sealed.get('fingerprint'))[:12]}… ≠ {current['fingerprint'][:12]}…); run the validate stage first"
+        )
+    return verdict
 
 
 # --------------------------------------------------------------------------- reading back
