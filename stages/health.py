@@ -1,38 +1,40 @@
-"""Stage ``health``: freshness of the raw bars and drift of the features, judged at ``data.end``.
+"""Stage ``health``: freshness, integrity and drift of every instrument, judged at ``data.end``.
 
-Writes ``reports/drift/index.html`` (Evidently), ``reports/drift/psi.json`` and
-``metrics/health.json`` — always, so a failing run can be read — then fails on stale data, and on
+Writes — always, so a failing run can be read — ``reports/drift/index.html`` (Evidently),
+``reports/drift/psi.json`` (what Evidently reported, per column), ``metrics/health.json`` (headline
+numbers and one line per instrument), ``metrics/health_details.json`` (every number) and
+``metrics/health.prom`` (Prometheus textfile); then fails on stale data, gaps and price jumps, and on
 drift only when ``health.fail_on_drift`` is true (otherwise drift is a warning).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rich.table import Table
 
-from autotrader.atomic import atomic_dir, write_json
+from autotrader.atomic import atomic_dir, write_json, write_text
 from autotrader.console import console, stage_main
 from autotrader.faults import fault_point
 from autotrader.health import HealthCheckFailed, HealthReport, check_health, fallback_html, report_dir
+from autotrader.health.prometheus import textfile
 from autotrader.params import load_params
 
 
 def _show(report: HealthReport) -> None:
     table = Table(title=f"Data health at {report.at.isoformat()} — {report.status}")
-    for column in ("instrument", "newest bar", "lag", "fresh", "max PSI", "drifted"):
+    for column in ("instrument", "newest bar", "lag", "verdict"):
         table.add_column(column)
-    for fresh in report.freshness:
-        drift = report.drift.instrument_summary(fresh.key) if report.drift else {}
-        worst = "—" if drift.get("max_psi") is None else f"{drift['max_psi']:.3f} {drift['max_psi_feature']}"
-        drifted = len(drift.get("features_above_threshold", []))
+    fresh = {f.key: f for f in report.freshness}
+    for key in report.instruments:
+        f = fresh.get(key)
+        verdict = report.verdict(key)
         table.add_row(
-            fresh.key,
-            fresh.newest_bar.strftime("%Y-%m-%d %H:%M") if fresh.newest_bar is not None else "—",
-            "—" if fresh.lag_bars is None else str(fresh.lag_bars),
-            "[red]stale[/]" if fresh.stale else "[green]yes[/]",
-            worst,
-            f"[yellow]{drifted}[/]" if drifted else "0",
+            key,
+            f.newest_bar.strftime("%Y-%m-%d %H:%M") if f is not None and f.newest_bar is not None else "—",
+            "—" if f is None or f.lag_bars is None else str(f.lag_bars),
+            "[green]ok[/]" if verdict == "ok" else f"[yellow]{verdict}[/]",
         )
     console.print(table)
     for warning in report.warnings:
@@ -45,6 +47,7 @@ def main() -> int:
     report = check_health(params)
     fault_point("health", "middle")
     out = report_dir(params)
+    metrics = Path(params.paths.metrics)
     with atomic_dir(out) as tmp:
         if report.drift is not None and report.drift.snapshot is not None:
             report.drift.snapshot.save_html(str(tmp / "index.html"))
@@ -53,10 +56,13 @@ def main() -> int:
         psi = report.drift.psi_table() if report.drift is not None else {"error": report.drift_error}
         fault_point("health", "end")
         write_json(tmp / "psi.json", psi)
-    write_json(Path(params.paths.metrics) / "health.json", report.as_metrics(str(out / "index.html")))
+    write_json(metrics / "health.json", report.as_metrics())
+    write_json(metrics / "health_details.json", report.details(str(out / "index.html")))
+    write_text(metrics / "health.prom", textfile(report.samples(time.time())))
     _show(report)
     console.print(
-        f"reports: {out / 'index.html'}, {out / 'psi.json'}, {Path(params.paths.metrics) / 'health.json'}"
+        f"reports: {out / 'index.html'}, {out / 'psi.json'}, {metrics / 'health.json'}, "
+        f"{metrics / 'health_details.json'}, {metrics / 'health.prom'}"
     )
     if report.problems:
         raise HealthCheckFailed("; ".join(report.problems))

@@ -1,179 +1,140 @@
-"""PSI by hand and through Evidently: a volatility shift is drift, an unchanged feature is not."""
+"""Drift through Evidently: thresholds calibrated to the window, windows in the broker's bars, shifts found."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from autotrader.health import assess, inject
 from autotrader.health.drift import (
-    Windows,
-    bin_shares,
-    compute_drift,
-    psi,
-    psi_by_column,
-    psi_from_shares,
-    quantile_edges,
-    sample,
+    null_quantile,
+    prepare_columns,
+    report_scores,
+    scores_from_snapshot,
+    stattest_scores,
 )
+from autotrader.health.windows import bars_per_day, instrument_windows, reference_quantiles
+from autotrader.params import HealthParams, Instrument
+from autotrader.sources.sim import SimulatedMarket
 
 pytestmark = pytest.mark.xdist_group("health")  # one worker imports Evidently once for all health tests
 
-END = pd.Timestamp("2026-11-20", tz="UTC")
-WINDOWS = Windows.ending_at(END, reference_days=4, current_days=1)
-FEATURES = ["vol", "rsi", "ret"]
+AT = pd.Timestamp("2026-03-12", tz="UTC")  # a Thursday
+FIVE = pd.Timedelta("5min")
+BTC = Instrument(broker="binance", symbol="BTCUSDT")
+SPY = Instrument(broker="ibkr", symbol="SPY")
+HEALTH = HealthParams()
 
 
-# ----------------------------------------------------------------------------------------- pure PSI
+def bars(instrument: Instrument, seed: int = 3, days: int = 28) -> pd.DataFrame:
+    market = SimulatedMarket(seed=seed, epoch=AT - pd.Timedelta(days=days), regime_switching=False)
+    return market.fetch(instrument, AT - pd.Timedelta(days=days), AT, FIVE)
 
 
-def test_psi_of_shares_matches_hand_computation() -> None:
-    # (0.5-0.25)·ln(0.5/0.25) + 0 + (0.25-0.5)·ln(0.25/0.5) = 0.5·ln 2
-    assert psi_from_shares(np.array([0.25, 0.25, 0.5]), np.array([0.5, 0.25, 0.25])) == pytest.approx(
-        0.34657359, abs=1e-8
+# ----------------------------------------------------------------------------------------- windows
+
+
+def test_a_trading_day_is_counted_in_the_brokers_bars() -> None:
+    assert bars_per_day("binance", FIVE, AT) == 288
+    assert bars_per_day("oanda", FIVE, AT) == 288
+    assert bars_per_day("ibkr", FIVE, AT) == 78  # 09:30–16:00 New York
+    assert bars_per_day("binance", pd.Timedelta("1h"), AT) == 24
+
+
+def test_feature_windows_grow_with_the_features_memory() -> None:
+    frame = bars(BTC, days=60)
+    w = instrument_windows("binance/BTCUSDT", "binance", frame["timestamp"].iloc[0], AT, FIVE, 1, 14)
+    ref, cur = w.spans()
+    assert (cur.bars, ref.bars, cur.stride) == (288, 14 * 288, 1)
+    assert cur.end == AT and ref.end == cur.start
+    ref, cur = w.spans(memory=48, memories_per_window=20)  # vol_48: 20 lookbacks, one value per lookback
+    assert (cur.bars, cur.stride, ref.bars) == (960, 48, 14 * 960)
+    assert w.spans(memory=335, memories_per_window=100) is None  # 2 × 33,500 bars: more than 60 days hold
+
+
+def test_reference_quantiles_are_uniform_on_the_reference_and_blind_to_units() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.lognormal(size=1000)
+    q = reference_quantiles(ref, ref)
+    assert q.min() > 0 and q.max() < 1 and abs(q.mean() - 0.5) < 1e-9
+    cur = rng.lognormal(size=50)
+    np.testing.assert_array_equal(reference_quantiles(ref, cur), reference_quantiles(ref * 1e4, cur * 1e4))
+    np.testing.assert_array_equal(
+        reference_quantiles(ref, cur), reference_quantiles(np.log(ref), np.log(cur))
     )
-    # An empty reference bin is floored at 1e-4: 2·(-0.1)·ln(0.8) + (0.2-0.0001)·ln(0.2/0.0001)
-    assert psi_from_shares(np.array([0.5, 0.5, 0.0]), np.array([0.4, 0.4, 0.2])) == pytest.approx(
-        1.56404911, abs=1e-8
+    assert reference_quantiles(np.array([1.0, 2.0, 2.0, 3.0]), np.array([2.0]))[0] == 0.5  # ties: mid-rank
+
+
+# ----------------------------------------------------------------------------------------- thresholds
+
+
+def test_thresholds_are_higher_for_small_windows() -> None:
+    btc = null_quantile(4032, 288, 0.01)
+    spy = null_quantile(1092, 78, 0.01)
+    assert 0 < btc < spy
+    assert null_quantile(4032, 288, 0.01) == btc  # seeded and cached: same sizes, same threshold
+
+
+def test_the_calibrated_threshold_holds_its_false_alarm_rate() -> None:
+    """Fresh uniform samples (independent of the calibration's) cross the α = 5 % threshold about 5 % of the time."""
+    threshold = null_quantile(600, 80, 0.05)
+    rng = np.random.default_rng(99)
+    n = 400
+    ref = {f"c{i}": rng.uniform(size=600) for i in range(n)}
+    cur = {f"c{i}": rng.uniform(size=80) for i in range(n)}
+    scores = stattest_scores(ref, cur, dict.fromkeys(ref, threshold), "psi")
+    rate = np.mean([drifted for _, drifted in scores.values()])
+    assert 0.02 <= rate <= 0.09, rate  # binomial(400, 0.05): 99.9 % of draws fall in this band
+
+
+def test_the_stattest_path_returns_what_an_evidently_report_returns() -> None:
+    """The bench's fast path (Evidently's registered stattest) and a Report of ValueDrift agree exactly."""
+    frame = bars(BTC)
+    frame = inject.spread(frame, AT - pd.Timedelta(days=1))
+    _, reference, current = prepare_columns(frame, {}, AT, FIVE, HEALTH, with_features=False)
+    thresholds = dict.fromkeys(reference, 0.2)
+    fast = stattest_scores(reference, current, thresholds, "psi")
+    full, snapshot = report_scores(reference, current, thresholds, "psi")
+    assert (
+        set(fast)
+        == set(full)
+        == {f"binance/BTCUSDT:{s}" for s in ("abs_ret", "log_range", "rel_spread", "volume")}
     )
-    assert psi_from_shares(np.array([0.3, 0.7]), np.array([0.3, 0.7])) == 0.0
+    for column in fast:
+        assert fast[column] == full[column], column
+    assert scores_from_snapshot(snapshot.dict()) == full
+    assert full["binance/BTCUSDT:rel_spread"][1] and not full["binance/BTCUSDT:volume"][1]
 
 
-def test_quantile_bins_and_psi_match_hand_computation() -> None:
-    reference = np.arange(1.0, 11.0)  # 1 … 10
-    edges = quantile_edges(reference, bins=5)
-    np.testing.assert_allclose(edges, [2.8, 4.6, 6.4, 8.2])
-    np.testing.assert_allclose(bin_shares(reference, edges), [0.2] * 5)
-    current = np.array([1.0] * 5 + [10.0] * 5)
-    np.testing.assert_allclose(bin_shares(current, edges), [0.5, 0, 0, 0, 0.5])
-    # 2·(0.3·ln 2.5) + 3·((0.0001-0.2)·ln(0.0001/0.2))
-    assert psi(reference, current, bins=5) == pytest.approx(5.10803565, abs=1e-7)
-    # Values beyond the reference's range fall into the open outer bins, not out of the count.
-    np.testing.assert_allclose(bin_shares(np.array([-100.0, 100.0]), edges), [0.5, 0, 0, 0, 0.5])
+# ----------------------------------------------------------------------------------------- verdicts
 
 
-def test_psi_of_a_sample_with_itself_is_zero_and_ignores_missing_values() -> None:
-    values = np.random.default_rng(1).lognormal(size=500)
-    assert psi(values, values) == 0.0
-    assert psi(values, np.r_[values, np.nan, np.inf]) == 0.0
-    assert math.isnan(psi(values, np.array([np.nan])))
+def test_an_unchanged_day_is_ok_for_a_24h_and_a_session_market() -> None:
+    # One seed: each signal crosses its threshold on an unchanged day with probability alpha = 0.1 %
+    # (bench/health_power.py measures the rate over hundreds of runs).
+    frame = pd.concat([bars(BTC, seed=6), bars(SPY, seed=6)], ignore_index=True)
+    report = assess(frame, AT, FIVE, HEALTH)
+    assert report.status == "ok", report.as_metrics()["instruments"]
+    sizes = {(c.instrument, c.current["values"]) for c in report.drift.columns}
+    assert sizes == {("binance/BTCUSDT", 288), ("ibkr/SPY", 78)}
 
 
-def test_sample_is_bounded_and_repeatable() -> None:
-    frame = pd.DataFrame({"x": np.arange(1000)})
-    a, b = sample(frame, 100), sample(frame, 100)
-    assert len(a) == 100 and a.equals(b) and a.index.is_monotonic_increasing
-    assert sample(frame, 5000) is frame
-
-
-def test_evidently_result_parsing_reads_value_drift_metrics() -> None:
-    result = {
-        "metrics": [
-            {"config": {"type": "evidently:metric_v2:DriftedColumnsCount"}, "value": {"count": 1.0}},
-            {
-                "config": {"type": "evidently:metric_v2:ValueDrift", "column": "a:x", "method": "psi"},
-                "value": 0.5,
-            },
-            {
-                "config": {"type": "evidently:metric_v2:ValueDrift", "column": "a:y", "method": "ks"},
-                "value": 0.01,
-            },
-        ]
-    }
-    assert psi_by_column(result) == {"a:x": 0.5}
-
-
-# ----------------------------------------------------------------------------------------- Evidently
-
-
-def _window_frame(
-    start: pd.Timestamp, end: pd.Timestamp, broker: str, symbol: str, values: dict
-) -> pd.DataFrame:
-    stamps = pd.date_range(start, end, freq="5min", inclusive="left")
-    return pd.DataFrame({"timestamp": stamps, "broker": broker, "symbol": symbol, **values})
-
-
-def _features(rng: np.random.Generator, n: int, vol_scale: float = 1.0) -> dict[str, np.ndarray]:
-    return {
-        "vol": vol_scale * rng.lognormal(-7.0, 0.4, n),  # a volatility: scales with the market
-        "rsi": rng.uniform(0, 100, n),  # scale-free oscillator
-        "ret": rng.standard_t(5, n) * 1e-3,
-    }
-
-
-@pytest.fixture(scope="module")
-def shifted() -> pd.DataFrame:
-    """Two instruments; in the current day BTCUSDT's volatility triples, EURUSD stays as it was."""
-    rng = np.random.default_rng(42)
-    parts = []
-    n_ref = int((WINDOWS.current_start - WINDOWS.reference_start) / pd.Timedelta("5min"))
-    n_cur = int((WINDOWS.end - WINDOWS.current_start) / pd.Timedelta("5min"))
-    for broker, symbol, scale in (("binance", "BTCUSDT", 3.0), ("oanda", "EUR_USD", 1.0)):
-        parts.append(
-            _window_frame(
-                WINDOWS.reference_start, WINDOWS.current_start, broker, symbol, _features(rng, n_ref)
-            )
-        )
-        parts.append(
-            _window_frame(WINDOWS.current_start, WINDOWS.end, broker, symbol, _features(rng, n_cur, scale))
-        )
-    return pd.concat(parts, ignore_index=True)
-
-
-def test_tripled_volatility_drifts_and_unaffected_features_do_not(shifted: pd.DataFrame) -> None:
-    result = compute_drift(shifted, FEATURES, WINDOWS, threshold=0.2, max_rows=20_000)
-    btc, eur = result.evidently["binance/BTCUSDT"], result.evidently["oanda/EUR_USD"]
-    assert btc["vol"] > 0.2, btc
-    assert btc["rsi"] < 0.2 and btc["ret"] < 0.2, btc
-    assert max(eur.values()) < 0.2, eur
-    assert result.above("binance/BTCUSDT") == ["vol"] and result.above("oanda/EUR_USD") == []
-    # Our own quantile-binned PSI agrees on what drifted.
-    assert result.quantile["binance/BTCUSDT"]["vol"] > 0.2
-    assert max(v for k, v in result.quantile["binance/BTCUSDT"].items() if k != "vol") < 0.2
-    summary = result.instrument_summary("binance/BTCUSDT")
-    assert summary["max_psi_feature"] == "vol" and summary["features_above_threshold"] == ["vol"]
-    assert summary["rows"] == {"reference": 4 * 288, "current": 288}
-    table = result.psi_table()
-    assert table["instruments"]["binance/BTCUSDT"]["vol"]["drift"] is True
-    assert table["windows"]["current"]["start"] == "2026-11-19T00:00:00+00:00"
-    assert result.snapshot is not None
-
-
-def test_identical_windows_have_no_drift() -> None:
-    rng = np.random.default_rng(7)
-    day = _features(rng, 288)
-    reference = {k: np.tile(v, 4) for k, v in day.items()}  # the same values, four times over
-    frame = pd.concat(
-        [
-            _window_frame(WINDOWS.reference_start, WINDOWS.current_start, "binance", "BTCUSDT", reference),
-            _window_frame(WINDOWS.current_start, WINDOWS.end, "binance", "BTCUSDT", day),
-        ],
-        ignore_index=True,
-    )
-    result = compute_drift(frame, FEATURES, WINDOWS, threshold=0.2, max_rows=20_000)
-    for feature in FEATURES:
-        assert result.evidently["binance/BTCUSDT"][feature] == pytest.approx(0.0, abs=1e-9)
-        assert result.quantile["binance/BTCUSDT"][feature] == pytest.approx(0.0, abs=1e-9)
-    assert result.above("binance/BTCUSDT") == []
-
-
-def test_a_closed_market_or_a_missing_feature_is_skipped_not_drift() -> None:
-    rng = np.random.default_rng(3)
-    n_ref = 4 * 288
-    values = _features(rng, n_ref)
-    values["ret"] = np.full(n_ref, np.nan)  # a feature this broker cannot supply
-    frame = pd.concat(
-        [
-            _window_frame(WINDOWS.reference_start, WINDOWS.current_start, "ibkr", "SPY", values),
-            _window_frame(WINDOWS.current_start, WINDOWS.end, "binance", "BTCUSDT", _features(rng, 288)),
-        ],
-        ignore_index=True,
-    )
-    result = compute_drift(frame, FEATURES, WINDOWS, threshold=0.2, max_rows=20_000)
-    # SPY has no current rows at all, BTCUSDT no reference rows: nothing to compare, nothing drifted.
-    assert result.evidently == {} and result.snapshot is None
-    assert set(result.notes["ibkr/SPY"]["skipped"]) == set(FEATURES)
-    assert "current 0" in result.notes["ibkr/SPY"]["skipped"]["vol"]
-    assert result.instrument_summary("ibkr/SPY")["max_psi"] is None
+@pytest.mark.parametrize(
+    ("shift", "expect"),
+    [
+        ("volatility ×2", "drift: "),
+        ("spread ×3", "rel_spread"),
+        ("price scale ×100", "price jump"),
+        ("frozen feed", "abs_ret"),
+        ("volume ×0.1", "volume"),
+        ("one-hour gap", "gap of 12 bars"),
+    ],
+)
+def test_each_injected_shift_is_named_in_the_verdict(shift: str, expect: str) -> None:
+    frame = bars(SPY, seed=8)
+    day = frame["timestamp"][frame["timestamp"] >= AT - pd.Timedelta(days=1)]
+    since = day.iloc[10] if shift == "one-hour gap" else day.iloc[0]
+    verdict = assess(inject.SHIFTS[shift](frame, since), AT, FIVE, HEALTH).verdict("ibkr/SPY")
+    assert expect in verdict, verdict
+    assert assess(frame, AT, FIVE, HEALTH).verdict("ibkr/SPY") == "ok"

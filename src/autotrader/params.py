@@ -213,9 +213,18 @@ class ArchiveParams(_Strict):
 
 
 class HealthParams(_Strict):
-    reference_days: int = Field(default=14, gt=0)
-    current_days: int = Field(default=2, gt=0)
-    psi_threshold: float = Field(default=0.2, gt=0)
+    """Knobs of the health stage; docs/archive_health.md says why each default is what it is."""
+
+    method: Literal["psi"] = "psi"  # Evidently's drift method for every column (its PSI)
+    reference_days: int = Field(default=14, gt=0)  # trading days before the current window
+    current_days: int = Field(default=1, gt=0)  # the latest trading day(s), in the broker's bars
+    psi_threshold: float = Field(default=0.2, gt=0)  # floor of every column's threshold
+    alpha: float = Field(default=0.001, gt=0, lt=0.5)  # per signal: false-alarm rate of its threshold
+    drilldown_alpha: float = Field(default=0.01, gt=0, lt=0.5)  # per feature (reported, not alarmed)
+    memories_per_window: int = Field(default=40, ge=1)  # feature windows hold ≥ this many lookbacks
+    top_features: int = Field(default=3, ge=0)
+    max_gap_bars: int = Field(default=3, ge=0)  # longest hole inside the current window, in bars
+    max_jump_sigma: float = Field(default=25.0, gt=0)  # |return| beyond this many robust σ: a jump
     fail_on_drift: bool = False
     max_rows: int = Field(default=20000, gt=0)
     max_staleness_bars: int = Field(default=3, ge=0)

@@ -1,243 +1,317 @@
-"""Feature drift: PSI of each feature between a reference window and the latest window, per instrument.
+"""Feature drift: Evidently's PSI per instrument and column, with thresholds calibrated to the window size.
 
-Drift is measured per instrument, never on the pooled store: instruments trade on different calendars
-(a weekend window holds crypto only) and at different scales (BTC's 5-minute σ is eight times
-EUR/USD's), so a pooled distribution would "drift" whenever the mix of instruments in a window
-changes. Each (instrument, feature) pair becomes one column of a single Evidently report (``ValueDrift``
-with method ``psi`` through ``DataDriftPreset``); Evidently's PSI decides, and its HTML is the
-report a person opens. ``psi`` below is our own, quantile-binned PSI in a pure function: it is tested
-against hand-computed values and reported beside Evidently's as a cross-check.
+One source of numbers: every PSI is computed by Evidently (``ValueDrift(method="psi")``, or the
+same registered stattest called directly when no HTML report is wanted — a test holds the two
+equal), and ``psi.json`` holds exactly what it returned. There is no PSI of our own.
+
+Why a threshold per column: the PSI of two samples from the *same* distribution is not zero. On
+Evidently's bins it is about (bins − 1)·(1/n_current + 1/n_reference), plus a jump of ≈ r·ln(r/10⁻⁴)
+whenever a bin holding a share r of the reference happens to be empty in a small current window. A
+fixed 0.2 is therefore noise for SPY's 78-bar trading day and a blunt instrument for BTC's 288.
+So each column's threshold is the larger of ``health.psi_threshold`` and the ``1 − alpha`` quantile
+of Evidently's PSI between two independent uniform samples of the column's sizes — exactly its null
+distribution, because columns are compared on the reference's quantile scale (see
+``windows.reference_quantiles``) and the signals' values are (nearly) independent. That quantile is
+found by simulation with Evidently's own stattest, seeded, and cached per size pair.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 COLUMN_SEP = ":"
-MIN_ROWS = 30  # fewer non-missing values than this in either window: too few for a distribution
-PSI_EPS = 1e-4  # floor for an empty bin's share, so that ln(p/q) stays finite
-SAMPLE_SEED = 0
+MIN_ROWS = 30  # fewer values than this in either window: too few for a distribution
+CALIBRATION_SEED = 20261120
 
 
-# ----------------------------------------------------------------------------------------- pure PSI
+def column_name(instrument: str, name: str) -> str:
+    return f"{instrument}{COLUMN_SEP}{name}"
 
 
-def psi_from_shares(reference: np.ndarray, current: np.ndarray, eps: float = PSI_EPS) -> float:
-    """PSI = Σ (c_i − r_i) · ln(c_i / r_i) over bins, with empty bins floored at ``eps``."""
-    ref = np.maximum(np.asarray(reference, dtype=float), eps)
-    cur = np.maximum(np.asarray(current, dtype=float), eps)
-    return float(np.sum((cur - ref) * np.log(cur / ref)))
-
-
-def quantile_edges(reference: np.ndarray, bins: int = 10) -> np.ndarray:
-    """Inner bin edges at the reference's quantiles (deciles by default), duplicates removed.
-
-    Only inner edges: the outer bins are open (−∞, e_1) and [e_k, ∞), so current values outside the
-    reference's range still land in a bin instead of being dropped.
-    """
-    qs = np.linspace(0, 1, bins + 1)[1:-1]
-    return np.unique(np.quantile(reference, qs))
-
-
-def bin_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Share of ``values`` in each bin that the inner ``edges`` define (len(edges) + 1 bins)."""
-    idx = np.searchsorted(edges, values, side="right")
-    counts = np.bincount(idx, minlength=len(edges) + 1)
-    return counts / max(len(values), 1)
-
-
-def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
-    """PSI of ``current`` against ``reference`` on the reference's quantile bins; NaN/inf ignored."""
-    ref = np.asarray(reference, dtype=float)
-    cur = np.asarray(current, dtype=float)
-    ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
-    if len(ref) == 0 or len(cur) == 0:
-        return math.nan
-    edges = quantile_edges(ref, bins)
-    return psi_from_shares(bin_shares(ref, edges), bin_shares(cur, edges))
-
-
-# ----------------------------------------------------------------------------------------- windows
-
-
-@dataclass(frozen=True)
-class Windows:
-    """Reference [reference_start, current_start) and current [current_start, end), UTC."""
-
-    reference_start: pd.Timestamp
-    current_start: pd.Timestamp
-    end: pd.Timestamp
-
-    @classmethod
-    def ending_at(cls, end: pd.Timestamp, reference_days: int, current_days: int) -> Windows:
-        current_start = end - pd.Timedelta(days=current_days)
-        return cls(current_start - pd.Timedelta(days=reference_days), current_start, end)
-
-    def as_dict(self) -> dict[str, dict[str, str]]:
-        return {
-            "reference": {"start": self.reference_start.isoformat(), "end": self.current_start.isoformat()},
-            "current": {"start": self.current_start.isoformat(), "end": self.end.isoformat()},
-        }
-
-
-def sample(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
-    """At most ``max_rows`` rows, drawn with a fixed seed (same data → same sample → same report)."""
-    if len(frame) <= max_rows:
-        return frame
-    return frame.sample(n=max_rows, random_state=SAMPLE_SEED).sort_index()
-
-
-def column_name(instrument: str, feature: str) -> str:
-    return f"{instrument}{COLUMN_SEP}{feature}"
-
-
-def wide_windows(
-    features: pd.DataFrame,
-    feature_names: list[str],
-    windows: Windows,
-    max_rows: int,
-    min_rows: int = MIN_ROWS,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
-    """One column per (instrument, feature), NaN-padded, for the reference and the current window.
-
-    Returns (reference, current, per-instrument notes): row counts, and the features left out
-    because a window has fewer than ``min_rows`` values of them (an instrument whose market was
-    closed for the whole current window, a feature the broker cannot supply).
-    """
-    ref_cols: dict[str, pd.Series] = {}
-    cur_cols: dict[str, pd.Series] = {}
-    notes: dict[str, dict[str, Any]] = {}
-    ts = features["timestamp"]
-    in_ref = (ts >= windows.reference_start) & (ts < windows.current_start)
-    in_cur = (ts >= windows.current_start) & (ts < windows.end)
-    for (broker, symbol), rows in features.groupby(["broker", "symbol"], sort=True):
-        key = f"{broker}/{symbol}"
-        ref = sample(rows.loc[in_ref.loc[rows.index], feature_names], max_rows)
-        cur = sample(rows.loc[in_cur.loc[rows.index], feature_names], max_rows)
-        skipped: dict[str, str] = {}
-        for name in feature_names:
-            r = ref[name].replace([np.inf, -np.inf], np.nan).dropna()
-            c = cur[name].replace([np.inf, -np.inf], np.nan).dropna()
-            if len(r) < min_rows or len(c) < min_rows:
-                skipped[name] = f"too few values (reference {len(r)}, current {len(c)}; need {min_rows})"
-                continue
-            ref_cols[column_name(key, name)] = r.reset_index(drop=True)
-            cur_cols[column_name(key, name)] = c.reset_index(drop=True)
-        notes[key] = {"rows": {"reference": len(ref), "current": len(cur)}, "skipped": skipped}
-    return pd.DataFrame(ref_cols), pd.DataFrame(cur_cols), notes
+def split_column(column: str) -> tuple[str, str]:
+    inst, name = column.rsplit(COLUMN_SEP, 1)
+    return inst, name
 
 
 # ----------------------------------------------------------------------------------------- Evidently
 
 
-def evidently_psi(
-    reference: pd.DataFrame, current: pd.DataFrame, threshold: float
-) -> tuple[dict[str, float], Any]:
-    """Run Evidently's DataDriftPreset with PSI on every column; return PSI per column and the snapshot."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
+def _stattest(method: str) -> Any:
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
 
-    columns = list(reference.columns)
-    definition = DataDefinition(numerical_columns=columns)
-    report = Report(
-        [DataDriftPreset(columns=columns, method="psi", threshold=threshold)], include_tests=False
-    )
-    snapshot = report.run(
-        Dataset.from_pandas(current, data_definition=definition),
-        Dataset.from_pandas(reference, data_definition=definition),
-    )
-    return psi_by_column(snapshot.dict()), snapshot
+    probe = pd.Series([0.0, 1.0])
+    return get_stattest(probe, probe, ColumnType.Numerical, method)
 
 
-def psi_by_column(result: dict[str, Any]) -> dict[str, float]:
-    """PSI per column from an Evidently 0.7 result (``snapshot.dict()``): its ``ValueDrift`` metrics.
+def stattest_scores(
+    reference: dict[str, np.ndarray],
+    current: dict[str, np.ndarray],
+    thresholds: dict[str, float],
+    method: str,
+) -> dict[str, tuple[float, bool]]:
+    """Evidently's drift score and verdict per column, through its registered stattest (no report).
 
-    Each looks like ``{"config": {"type": "evidently:metric_v2:ValueDrift", "column": …,
-    "method": "psi", …}, "value": <psi>}``.
+    The same function ``ValueDrift`` calls; used where no HTML is wanted (the bench, thousands of
+    runs). ``tests/test_health_drift.py`` checks it returns what a ``Report`` returns.
     """
-    out: dict[str, float] = {}
+    from evidently.legacy.core import ColumnType
+
+    test = _stattest(method)
+    out: dict[str, tuple[float, bool]] = {}
+    for column, ref in reference.items():
+        result = test(pd.Series(ref), pd.Series(current[column]), ColumnType.Numerical, thresholds[column])
+        out[column] = (float(result.drift_score), bool(result.drifted))
+    return out
+
+
+def report_scores(
+    reference: dict[str, np.ndarray],
+    current: dict[str, np.ndarray],
+    thresholds: dict[str, float],
+    method: str,
+) -> tuple[dict[str, tuple[float, bool]], Any]:
+    """Evidently's ``Report`` of one ``ValueDrift`` per column: (score, drifted) per column and the snapshot."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+
+    columns = list(reference)
+    definition = DataDefinition(numerical_columns=columns)
+    ref = pd.DataFrame({c: pd.Series(v) for c, v in reference.items()})
+    cur = pd.DataFrame({c: pd.Series(v) for c, v in current.items()})
+    report = Report([ValueDrift(column=c, method=method, threshold=thresholds[c]) for c in columns])
+    snapshot = report.run(
+        Dataset.from_pandas(cur, data_definition=definition),
+        Dataset.from_pandas(ref, data_definition=definition),
+    )
+    return scores_from_snapshot(snapshot.dict()), snapshot
+
+
+def scores_from_snapshot(result: dict[str, Any]) -> dict[str, tuple[float, bool]]:
+    """(score, drifted) per column from an Evidently 0.7 result (``snapshot.dict()``): its ``ValueDrift`` metrics.
+
+    Each looks like ``{"config": {"type": "evidently:metric_v2:ValueDrift", "column": …, "method": "psi",
+    "threshold": t}, "value": <psi>}``; ValueDrift's rule for a divergence is ``value ≥ threshold``.
+    """
+    out: dict[str, tuple[float, bool]] = {}
     for metric in result.get("metrics", []):
         config = metric.get("config", {})
-        if str(config.get("type", "")).endswith(":ValueDrift") and config.get("method") == "psi":
-            out[config["column"]] = float(metric["value"])
+        if str(config.get("type", "")).endswith(":ValueDrift"):
+            value = float(metric["value"])
+            out[config["column"]] = (value, value >= float(config["threshold"]))
     return out
+
+
+@lru_cache(maxsize=512)
+def null_quantile(n_reference: int, n_current: int, alpha: float, method: str = "psi") -> float:
+    """The ``1 − alpha`` quantile of Evidently's score between two independent uniform samples of these sizes.
+
+    ``ceil(20 / alpha)`` draws (about 20 beyond the quantile), seeded: the same sizes always give
+    the same threshold.
+    """
+    from evidently.legacy.core import ColumnType
+
+    test = _stattest(method)
+    draws = math.ceil(20 / alpha)
+    rng = np.random.default_rng([CALIBRATION_SEED, n_reference, n_current])
+    scores = np.empty(draws)
+    ref = pd.Series(rng.uniform(size=n_reference))
+    for i in range(draws):
+        if i % 50 == 0:  # a fresh reference now and then: the quantile is over both samples' noise
+            ref = pd.Series(rng.uniform(size=n_reference))
+        cur = pd.Series(rng.uniform(size=n_current))
+        scores[i] = test(ref, cur, ColumnType.Numerical, 1.0).drift_score
+    return float(np.quantile(scores, 1 - alpha))
 
 
 # ----------------------------------------------------------------------------------------- result
 
 
 @dataclass
-class DriftResult:
+class Column:
+    """One compared (instrument, column): sizes, windows and what Evidently said."""
+
+    instrument: str
+    name: str
+    kind: str  # signal | feature
+    memory: int
+    reference: dict[str, Any]
+    current: dict[str, Any]
     threshold: float
-    windows: Windows
-    evidently: dict[str, dict[str, float]] = field(default_factory=dict)  # instrument → feature → PSI
-    quantile: dict[str, dict[str, float]] = field(default_factory=dict)  # our own PSI, cross-check
-    notes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    snapshot: Any = None  # Evidently snapshot, for the HTML; None when no column could be compared
+    psi: float = math.nan
+    drift: bool = False
 
-    def above(self, instrument: str) -> list[str]:
-        """Features of ``instrument`` whose PSI reaches the threshold, worst first."""
-        scores = self.evidently.get(instrument, {})
-        hits = [f for f, v in scores.items() if v >= self.threshold]
-        return sorted(hits, key=lambda f: -scores[f])
+    @property
+    def ratio(self) -> float:
+        return self.psi / self.threshold if self.threshold > 0 else math.nan
 
-    def instrument_summary(self, instrument: str) -> dict[str, Any]:
-        scores = self.evidently.get(instrument, {})
-        worst = max(scores, key=lambda f: scores[f]) if scores else None
-        note = self.notes.get(instrument, {"rows": {"reference": 0, "current": 0}, "skipped": {}})
+    def as_dict(self) -> dict[str, Any]:
         return {
-            "max_psi": round(scores[worst], 6) if worst else None,
-            "max_psi_feature": worst,
-            "features_above_threshold": self.above(instrument),
-            "features_compared": len(scores),
-            "rows": note["rows"],
-            "skipped": note["skipped"],
+            "kind": self.kind,
+            "psi": round(self.psi, 6),
+            "threshold": round(self.threshold, 6),
+            "drift": self.drift,
+            "memory_bars": self.memory,
+            "reference": self.reference,
+            "current": self.current,
         }
+
+
+@dataclass
+class DriftResult:
+    """Every compared column per instrument, and what was skipped and why."""
+
+    method: str
+    floor: float
+    alpha: float
+    columns: list[Column] = field(default_factory=list)
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)
+    snapshot: Any = None  # the Evidently snapshot, when a report was asked for
+
+    def of(self, instrument: str, kind: str | None = None) -> list[Column]:
+        return [c for c in self.columns if c.instrument == instrument and (kind is None or c.kind == kind)]
+
+    @property
+    def instruments(self) -> list[str]:
+        return sorted({c.instrument for c in self.columns} | set(self.skipped))
+
+    def drifted(self, instrument: str) -> list[Column]:
+        """The instrument's signals above their thresholds, worst first: these make it "drifted"."""
+        hits = [c for c in self.of(instrument, "signal") if c.drift]
+        return sorted(hits, key=lambda c: -c.ratio)
+
+    def top_features(self, instrument: str, n: int) -> list[Column]:
+        """Drill-down: the ``n`` store features closest to (or beyond) their thresholds."""
+        feats = [c for c in self.of(instrument, "feature") if math.isfinite(c.ratio)]
+        return sorted(feats, key=lambda c: -c.ratio)[:n]
 
     def psi_table(self) -> dict[str, Any]:
-        """``reports/drift/psi.json``: every number, per instrument and feature."""
+        """``reports/drift/psi.json``: what Evidently reported for every column, with its windows and threshold."""
         return {
-            "method": "psi",
-            "threshold": self.threshold,
-            "windows": self.windows.as_dict(),
+            "method": self.method,
+            "engine": "evidently ValueDrift",
+            "threshold_floor": self.floor,
+            "alpha": self.alpha,
             "instruments": {
                 inst: {
-                    feature: {
-                        "psi": round(value, 6),
-                        "psi_quantile": round(self.quantile.get(inst, {}).get(feature, math.nan), 6),
-                        "drift": value >= self.threshold,
-                    }
-                    for feature, value in sorted(scores.items())
+                    c.name: c.as_dict()
+                    for c in sorted(self.of(inst), key=lambda c: (c.kind != "signal", c.name))
                 }
-                for inst, scores in sorted(self.evidently.items())
+                for inst in self.instruments
+                if self.of(inst)
             },
-            "skipped": {inst: n["skipped"] for inst, n in sorted(self.notes.items()) if n["skipped"]},
+            "skipped": {inst: why for inst, why in sorted(self.skipped.items()) if why},
         }
+
+
+# ----------------------------------------------------------------------------------------- compute
+
+
+def _cap(values: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    """At most ``max_rows`` values, drawn with a fixed seed (same data → same sample → same report)."""
+    if len(values) <= max_rows:
+        return values
+    keep = np.sort(np.random.default_rng(seed).choice(len(values), size=max_rows, replace=False))
+    return values[keep]
+
+
+def prepare_columns(
+    frame: pd.DataFrame,
+    feature_memory: dict[str, int],
+    at: pd.Timestamp,
+    interval: pd.Timedelta,
+    health: Any,
+    with_features: bool = True,
+) -> tuple[DriftResult, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The windows of every (instrument, column), on the reference's quantile scale, ready for Evidently.
+
+    ``frame``: store rows (bar columns, and the feature columns named in ``feature_memory``) of any
+    number of instruments, ending before ``at``. ``health``: the ``health`` params. Returns the result
+    skeleton (columns with windows and thresholds) and the reference/current values by column name —
+    exactly the data Evidently is given.
+    """
+    from autotrader.health.windows import SIGNALS, instrument_windows, reference_quantiles, signal_frame, take
+
+    result = DriftResult(method=health.method, floor=health.psi_threshold, alpha=health.alpha)
+    reference: dict[str, np.ndarray] = {}
+    current: dict[str, np.ndarray] = {}
+    for (broker, symbol), rows in frame.groupby(["broker", "symbol"], sort=True):
+        key = f"{broker}/{symbol}"
+        rows = rows.sort_values("timestamp")
+        stamps = rows["timestamp"]
+        windows = instrument_windows(
+            key, str(broker), stamps.iloc[0], at, interval, health.current_days, health.reference_days
+        )
+        skipped: dict[str, str] = {}
+        result.skipped[key] = skipped
+        values = signal_frame(rows)
+        todo = [(name, "signal", 1, 1, health.alpha) for name in SIGNALS]
+        if with_features:
+            todo += [
+                (name, "feature", max(1, int(m)), health.memories_per_window, health.drilldown_alpha)
+                for name, m in feature_memory.items()
+            ]
+        for name, kind, memory, memories, alpha in todo:
+            spans = windows.spans(memory, memories)
+            if spans is None:
+                skipped[name] = (
+                    f"history too short: needs {2 * max(windows.current_bars, memories * memory)} expected bars "
+                    f"before {at.isoformat()}, the store has {len(windows.expected)}"
+                )
+                continue
+            series = values[name] if kind == "signal" else rows[name]
+            ref = _cap(take(series, stamps, spans[0]), health.max_rows, seed=len(reference))
+            cur = _cap(take(series, stamps, spans[1]), health.max_rows, seed=len(reference) + 1)
+            if len(ref) < MIN_ROWS or len(cur) < MIN_ROWS:
+                skipped[name] = f"too few values (reference {len(ref)}, current {len(cur)}; need {MIN_ROWS})"
+                continue
+            column = column_name(key, name)
+            reference[column] = reference_quantiles(ref, ref)
+            current[column] = reference_quantiles(ref, cur)
+            threshold = max(health.psi_threshold, null_quantile(len(ref), len(cur), alpha, health.method))
+            result.columns.append(
+                Column(
+                    key,
+                    name,
+                    kind,
+                    memory,
+                    {**spans[0].as_dict(), "values": len(ref)},
+                    {**spans[1].as_dict(), "values": len(cur)},
+                    threshold,
+                )
+            )
+    return result, reference, current
 
 
 def compute_drift(
-    features: pd.DataFrame,
-    feature_names: list[str],
-    windows: Windows,
-    threshold: float,
-    max_rows: int,
-    min_rows: int = MIN_ROWS,
+    frame: pd.DataFrame,
+    feature_memory: dict[str, int],
+    at: pd.Timestamp,
+    interval: pd.Timedelta,
+    health: Any,
+    *,
+    report: bool = True,
+    with_features: bool = True,
 ) -> DriftResult:
-    """PSI per instrument and feature between the two windows of ``features`` (rows from the store)."""
-    reference, current, notes = wide_windows(features, feature_names, windows, max_rows, min_rows)
-    result = DriftResult(threshold=threshold, windows=windows, notes=notes)
-    if reference.shape[1] == 0:
+    """Evidently's PSI for every signal (and, with ``with_features``, store feature) of every instrument.
+
+    ``report=True`` runs an Evidently ``Report`` (its snapshot renders ``reports/drift/index.html``);
+    ``False`` calls the same stattest without building the report's figures.
+    """
+    result, reference, current = prepare_columns(frame, feature_memory, at, interval, health, with_features)
+    if not result.columns:
         return result
-    scores, result.snapshot = evidently_psi(reference, current, threshold)
-    for column, value in scores.items():
-        inst, feature = column.rsplit(COLUMN_SEP, 1)
-        result.evidently.setdefault(inst, {})[feature] = value
-        result.quantile.setdefault(inst, {})[feature] = psi(
-            reference[column].to_numpy(), current[column].to_numpy()
-        )
+    thresholds = {column_name(c.instrument, c.name): c.threshold for c in result.columns}
+    if report:
+        scores, result.snapshot = report_scores(reference, current, thresholds, health.method)
+    else:
+        scores = stattest_scores(reference, current, thresholds, health.method)
+    for c in result.columns:
+        c.psi, c.drift = scores[column_name(c.instrument, c.name)]
     return result
