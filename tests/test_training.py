@@ -127,3 +127,27 @@ def test_fits_and_cv_scores_are_weighted_by_label_uniqueness(prepared) -> None:
     assert result.fold_scores[0]["log_loss"] == pytest.approx(expected["log_loss"], rel=1e-12)
     plain = evaluate_model(model, held[features], held[LABEL].to_numpy())
     assert result.fold_scores[0]["log_loss"] != pytest.approx(plain["log_loss"], rel=1e-9)
+
+
+def test_weighted_hgb_fits_bin_on_unweighted_quantiles_and_still_use_the_weights() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble._hist_gradient_boosting import binning
+
+    from autotrader.modeling.models import thread_limit
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 4))
+    y = (X[:, 0] + rng.normal(size=3000) > 0).astype(int)
+    w = rng.uniform(0.1, 2.0, 3000)
+    original = binning._find_binning_thresholds
+
+    def model():
+        return HistGradientBoostingClassifier(max_iter=10, early_stopping=False, random_state=0)
+
+    with thread_limit():
+        weighted = model().fit(X, y, sample_weight=w)
+        plain = model().fit(X, y)
+    assert binning._find_binning_thresholds is original  # restored
+    for a, b in zip(weighted._bin_mapper.bin_thresholds_, plain._bin_mapper.bin_thresholds_, strict=True):
+        np.testing.assert_array_equal(a, b)  # the same candidate split points ...
+    assert not np.allclose(weighted.predict_proba(X), plain.predict_proba(X))  # ... but a weighted fit
