@@ -3,9 +3,11 @@ sqlite MLflow registry holding a registered sklearn model (versions 1, 2, 3)."""
 
 from __future__ import annotations
 
+import difflib
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,13 +16,26 @@ from autotrader.cli import main as cli_main
 from autotrader.errors import DeployError, PromotionRefused, RegistryError
 from autotrader.gitops import check_overlay, finalize, promote_to_env, rollback_env
 from autotrader.gitops.git import changed_files, file_history, git
+from autotrader.gitops.images import (
+    DIGEST_ENV,
+    DIGEST_TAG,
+    IMAGE,
+    kustomization_path,
+    read_image_pin,
+    with_digest,
+)
+from autotrader.gitops.kustomize import render
 from autotrader.gitops.pins import pin_path, read_pin
 from autotrader.gitops.promotion import PREVIOUS_TAG, pin_stack
 from autotrader.gitops.schemas import SCHEMA_DIR_ENV, find_schema_dir
 from autotrader.params import Params
 
+from .conftest import BIN
+
 REPO = Path(__file__).resolve().parents[1]
 NAME = "autotrader-signal"
+DIGEST = "sha256:" + "ab" * 32
+OTHER = "sha256:" + "cd" * 32
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) is not installed"),
@@ -59,6 +74,7 @@ def mlflow_store(tmp_path_factory) -> Path:
 @pytest.fixture
 def params(mlflow_store, monkeypatch) -> Params:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(DIGEST_ENV, raising=False)
     monkeypatch.setenv(SCHEMA_DIR_ENV, str(find_schema_dir(REPO)))
     return Params.model_validate(
         {"mlflow": {"tracking_uri": f"sqlite:///{mlflow_store / 'mlflow.db'}", "model_name": NAME}}
@@ -84,6 +100,8 @@ def repo(tmp_path, params) -> Path:
             registry.delete_alias(NAME, alias, client=client)
     registry.set_version_tags(NAME, 2, {"integration_passed": "false"}, client=client)
     registry.set_version_tags(NAME, 3, {"integration_passed": "false"}, client=client)
+    for version in (1, 2, 3):  # an empty tag is no digest (MLflow keeps tags for the whole module)
+        registry.set_version_tags(NAME, version, {DIGEST_TAG: ""}, client=client)
     return root
 
 
@@ -98,6 +116,7 @@ def test_promote_staging_changes_exactly_the_pin_in_one_commit(repo, params) -> 
     assert (change.version, change.previous, change.changed) == ("2", "1", True)
     assert changed_files(repo, change.commit) == ["rollouts/overlays/staging/model.env"]
     assert git(repo, "rev-parse", f"{change.commit}^").strip() == before
+    assert "by tag only: no image digest known" in git(repo, "show", "-s", "--format=%B", change.commit)
     assert git(repo, "status", "--porcelain").strip() == ""
     assert read_pin(pin_path("staging", repo)).uri == f"models:/{NAME}/2"
     assert check_overlay(repo / "rollouts" / "overlays" / "staging") > 0
@@ -255,3 +274,141 @@ def test_rollback_to_a_version_this_registry_lacks_restores_the_pin_and_leaves_a
     assert changed_files(repo, back.commit) == ["rollouts/overlays/staging/model.env"]
     assert "not in this registry" in git(repo, "log", "-1", "--format=%B")
     assert registry.version_for_alias(NAME, registry.STAGING) == "2"  # left alone, with a warning
+
+
+def image_refs(root: Path, env: str) -> set[str]:
+    """Every container image in the rendered overlay (the Rollout's pods and the integration Job)."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "image" and isinstance(value, str):
+                    found.add(value)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(render(root / "rollouts" / "overlays" / env))
+    return found
+
+
+def test_promote_with_an_image_digest_pins_the_image_by_digest_in_the_same_commit(repo, params) -> None:
+    kustomization = kustomization_path("staging", repo)
+    before = kustomization.read_text()
+    tag = read_image_pin(kustomization).tag
+    change = promote_to_env(params, "staging", version=2, commit=True, repo=repo, image_digest=DIGEST)
+    assert sorted(changed_files(repo, change.commit)) == [
+        "rollouts/overlays/staging/kustomization.yaml",
+        "rollouts/overlays/staging/model.env",
+    ]
+    assert git(repo, "status", "--porcelain").strip() == ""
+    edits = [line for line in difflib.ndiff(before.splitlines(), kustomization.read_text().splitlines())
+             if line.startswith(("+ ", "- "))]  # fmt: skip
+    assert edits == [f"+     digest: {DIGEST}"]  # comments and layout kept
+    expected = f"{IMAGE}:{tag}@{DIGEST}"
+    assert image_refs(repo, "staging") == {expected}  # the Rollout and the integration-test Job
+    assert check_overlay(repo / "rollouts" / "overlays" / "staging") > 0  # schemas, pod policy, references
+    message = git(repo, "show", "-s", "--format=%B", change.commit)
+    assert f"image: {expected} (digest from --image-digest)" in message
+    assert f"Autotrader-Image-Digest: {DIGEST}" in message
+    assert change.image == expected and expected in change.summary()
+    assert read_pin(pin_path("staging", repo)).version == "2"
+    # production's overlay is another environment: untouched
+    assert read_image_pin(kustomization_path("production", repo)).digest is None
+
+
+def test_the_digest_comes_from_the_option_then_the_environment_then_the_registry_tag(
+    repo, params, monkeypatch
+) -> None:
+    kustomization = kustomization_path("staging", repo)
+    registry.set_version_tags(NAME, 3, {DIGEST_TAG: f"{IMAGE}@{OTHER}"})
+    change = promote_to_env(params, "staging", version=3, repo=repo)
+    assert read_image_pin(kustomization).digest == OTHER
+    assert change.image_note == f"digest from registry tag {DIGEST_TAG}"
+    monkeypatch.setenv(DIGEST_ENV, DIGEST)
+    again = promote_to_env(params, "staging", version=3, repo=repo)  # same model, new image: still a change
+    assert again.changed and read_image_pin(kustomization).digest == DIGEST
+    assert again.image_note == f"digest from {DIGEST_ENV}"
+    third = "sha256:" + "ef" * 32
+    last = promote_to_env(params, "staging", version=3, repo=repo, image_digest=third)
+    assert read_image_pin(kustomization).digest == third and last.image_note == "digest from --image-digest"
+    same = promote_to_env(params, "staging", version=3, repo=repo, image_digest=third)
+    assert not same.changed and "nothing to do" in same.summary()
+    assert image_refs(repo, "staging") == {f"{IMAGE}:{read_image_pin(kustomization).tag}@{third}"}
+
+
+def test_without_a_known_digest_the_image_pin_stays_and_the_result_says_so(repo, params) -> None:
+    kustomization = kustomization_path("production", repo)
+    before = kustomization.read_bytes()
+    registry.set_version_tags(NAME, 2, {"integration_passed": "true"})
+    change = promote_to_env(params, "production", version=2, commit=True, repo=repo)
+    assert kustomization.read_bytes() == before
+    assert changed_files(repo, change.commit) == ["rollouts/overlays/production/model.env"]
+    assert "no image digest known" in change.summary() and DIGEST_ENV in change.summary()
+    message = git(repo, "show", "-s", "--format=%B", change.commit)
+    assert "by tag only" in message and "Autotrader-Image-Digest" not in message
+
+
+@pytest.mark.parametrize(
+    ("option", "env_value", "match"),
+    [
+        ("sha256:1234", None, "--image-digest: 'sha256:1234' is not an image digest"),
+        ("latest", None, "is not an image digest"),
+        (f"ghcr.io/someone/else@{DIGEST}", None, "not of ghcr.io/autotrader/autotrader-serving"),
+        (None, "SHA256:" + "AB" * 32, f"{DIGEST_ENV}: .* is not an image digest"),
+    ],
+)
+def test_a_malformed_digest_changes_nothing(repo, params, monkeypatch, option, env_value, match) -> None:
+    if env_value:
+        monkeypatch.setenv(DIGEST_ENV, env_value)
+    files = [pin_path("staging", repo), kustomization_path("staging", repo)]
+    before, before_head = [f.read_bytes() for f in files], head(repo)
+    with pytest.raises(DeployError, match=match):
+        promote_to_env(params, "staging", version=2, commit=True, repo=repo, image_digest=option)
+    assert [f.read_bytes() for f in files] == before and head(repo) == before_head
+
+
+def test_an_invalid_render_restores_the_pin_and_the_image_entry(repo, params) -> None:
+    rollout = repo / "rollouts" / "base" / "rollout.yaml"
+    rollout.write_text(
+        rollout.read_text().replace("progressDeadlineSeconds: 900", "progressDeadlineSeconds: soon")
+    )
+    files = [pin_path("staging", repo), kustomization_path("staging", repo)]
+    before = [f.read_bytes() for f in files]
+    with pytest.raises(DeployError, match="'soon' is not of type 'integer'"):
+        promote_to_env(params, "staging", version=2, commit=True, repo=repo, image_digest=DIGEST)
+    assert [f.read_bytes() for f in files] == before
+
+
+def test_cli_promote_takes_the_image_digest(repo, params, tmp_path) -> None:
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(f"mlflow:\n  tracking_uri: {params.mlflow.tracking_uri}\n  model_name: {NAME}\n")
+    argv = ["--params", str(params_file), "promote", "--env", "staging", "--version", "2", "--commit"]
+    proc = subprocess.run(
+        [str(BIN / "autotrader"), *argv, "--image-digest", f"{IMAGE}:0.1.0@{DIGEST}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stderr.replace("\n", "")  # the console (stderr) wraps long lines
+    assert f"@{DIGEST} (digest from --image-digest)" in said
+    assert read_image_pin(kustomization_path("staging", repo)).digest == DIGEST
+    assert git(repo, "status", "--porcelain").strip() == ""
+
+
+def test_the_digest_edit_keeps_the_file_and_replaces_an_earlier_digest() -> None:
+    text = (
+        "# comment\nimages:\n- name: other/image\n  newTag: '1'\n"
+        f'- name: {IMAGE}  # the server\n  newTag: "0.2.0"\n  # trailing comment\n'
+        "configMapGenerator: []\n"
+    )
+    once = with_digest(text, DIGEST)
+    assert once == text.replace('newTag: "0.2.0"\n', f'newTag: "0.2.0"\n  digest: {DIGEST}\n')
+    twice = with_digest(once, OTHER)
+    assert twice == once.replace(DIGEST, OTHER)
+    with pytest.raises(DeployError, match="no images: entry named"):
+        with_digest("images:\n  - name: other/image\n    newTag: '1'\n", DIGEST)

@@ -446,10 +446,12 @@ def test_overlay_image_tags_reach_the_rollout_and_the_integration_job(rendered) 
     for env in ("staging", "production"):
         kustomization = yaml.safe_load((FOLDERS[env] / "kustomization.yaml").read_text())
         tag = kustomization["images"][0]["newTag"]
-        expected = f"ghcr.io/autotrader/autotrader-serving:{tag}"
+        digest = kustomization["images"][0].get("digest")  # written by `autotrader promote` when known
+        expected = f"ghcr.io/autotrader/autotrader-serving:{tag}" + (f"@{digest}" if digest else "")
         images = {c["image"] for pod in pod_specs(rendered[env]) for c in pod.spec["containers"]}
         assert images == {expected}
         assert re.fullmatch(r"\d+\.\d+\.\d+", tag)
+        assert digest is None or re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
 
 
 def test_argocd_applications_sync_the_overlays_automatically(rendered) -> None:

@@ -56,8 +56,9 @@ def test_failed_gates_with_if_approved_are_recorded_not_raised(workdir: Project)
 
 
 def test_version_and_commit_belong_to_env(workdir: Project) -> None:
-    proc = promote(workdir, "--version", "3")
-    assert proc.returncode != 0 and "--version and --commit go with --env" in proc.stderr
+    for extra in (["--version", "3"], ["--image-digest", "sha256:" + "ab" * 32]):
+        proc = promote(workdir, *extra)
+        assert proc.returncode != 0 and "--version, --commit and --image-digest go with --env" in proc.stderr
 
 
 def test_env_delegates_to_gitops(workdir: Project) -> None:

@@ -21,6 +21,7 @@ from autotrader import registry
 from autotrader.atomic import write_json
 from autotrader.console import console
 from autotrader.errors import AutoTraderError, PromotionRefused
+from autotrader.faults import fault_point
 from autotrader.modeling.lineage import git_commit, model_hash
 from autotrader.modeling.tracking import load_local_model
 from autotrader.params import Params, load_params
@@ -113,6 +114,7 @@ def promote_model(params: Params, *, if_approved: bool = False) -> dict[str, Any
     import mlflow
 
     paths = params.paths
+    fault_point("promote", "start")
     gates_path = Path(paths.metrics) / "gates.json"
     out_path = Path(paths.metrics) / PROMOTION_FILE
     verdict = read_gates(gates_path)
@@ -128,6 +130,7 @@ def promote_model(params: Params, *, if_approved: bool = False) -> dict[str, Any
     digest = check_fresh(verdict, gates_path, model_dir)
     verdict["model_hash"] = digest
     local = check_signature(params, model_dir)
+    fault_point("promote", "middle")
     evaluation_path = Path(paths.metrics) / "evaluate.json"
     evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else {}
 
@@ -143,6 +146,7 @@ def promote_model(params: Params, *, if_approved: bool = False) -> dict[str, Any
             ) from exc
     tags = version_tags(verdict, evaluation, run_tags)
     version = existing_version(name, digest)
+    fault_point("promote", "end")  # everything checked; the registry not yet touched
     created = version is None
     if created:
         source = f"models:/{local.model_id}" if local.model_id else f"runs:/{local.run_id}/model"
@@ -179,12 +183,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.env:
         from autotrader.gitops import promote_to_env
 
-        change = promote_to_env(params, env=args.env, version=args.version, commit=args.commit)
+        change = promote_to_env(
+            params, env=args.env, version=args.version, commit=args.commit, image_digest=args.image_digest
+        )
         summary = change.summary() if hasattr(change, "summary") else str(change)
         console.print(f"promote: {summary}")
         return 0
-    if args.version or args.commit:
-        raise PromotionRefused("--version and --commit go with --env staging|production")
+    if args.version or args.commit or args.image_digest:
+        raise PromotionRefused("--version, --commit and --image-digest go with --env staging|production")
     promote_model(params, if_approved=args.if_approved)
     return 0
 
@@ -203,4 +209,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--env", choices=["staging", "production"], help="pin a version in this environment")
     parser.add_argument("--version", help="registered model version to pin (with --env; default: the alias)")
     parser.add_argument("--commit", action="store_true", help="commit the pin change in git (with --env)")
+    parser.add_argument(
+        "--image-digest",
+        help="pin the serving image by this digest (sha256:… or ghcr.io/autotrader/autotrader-serving@sha256:…) "
+        "in the same change (with --env; default: $AUTOTRADER_IMAGE_DIGEST, else the version's registry tag "
+        "serving_image_digest, else the overlay's pin stays and the output says no digest is known)",
+    )
     parser.set_defaults(func=_run)

@@ -1,4 +1,4 @@
-"""The few git operations promotion needs: commit one file, read one file's history.
+"""The few git operations promotion needs: commit the pin files, read one file's history.
 
 Plain ``git`` subprocesses: history is only ever appended to (no amend, reset or rebase here).
 """
@@ -15,6 +15,7 @@ from autotrader.errors import DeployError
 TRAILER_ACTION = "Autotrader-Action"
 TRAILER_VERSION = "Autotrader-Model-Version"
 TRAILER_PREVIOUS = "Autotrader-Previous-Version"
+TRAILER_IMAGE = "Autotrader-Image-Digest"
 
 
 def git(repo: str | os.PathLike[str], *args: str, check: bool = True) -> str:
@@ -42,11 +43,16 @@ def relative(repo: Path, path: Path) -> str:
 
 def commit_file(path: str | os.PathLike[str], message: str) -> str:
     """Commit ``path`` and nothing else (other staged changes stay staged); return the new commit id."""
-    path = Path(path)
-    repo = toplevel(path)
-    rel = relative(repo, path)
-    git(repo, "add", "--", rel)
-    git(repo, "commit", "--quiet", "--only", "-m", message, "--", rel)
+    return commit_files([path], message)
+
+
+def commit_files(paths: list[str | os.PathLike[str]], message: str) -> str:
+    """Commit ``paths`` (one work tree) and nothing else, in one commit; return the new commit id."""
+    resolved = [Path(p) for p in paths]
+    repo = toplevel(resolved[0])
+    rels = [relative(repo, p) for p in resolved]
+    git(repo, "add", "--", *rels)
+    git(repo, "commit", "--quiet", "--only", "-m", message, "--", *rels)
     return git(repo, "rev-parse", "HEAD").strip()
 
 

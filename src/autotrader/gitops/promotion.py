@@ -1,10 +1,12 @@
 """GitOps promotion and rollback: move a model version by editing one pin file in git.
 
-A promotion edits ONLY ``rollouts/overlays/<env>/model.env``, renders the overlay with kustomize and
-checks it (upstream schemas, pod security, references). Any failure puts the file back byte for byte.
-With ``commit=True`` the change becomes a commit touching that file alone; Argo CD then syncs it and
-Argo Rollouts rolls it out. Rollback pins the previous version found in the pin file's git history by
-a NEW commit (history is never rewritten) and moves the registry alias back.
+A promotion edits ``rollouts/overlays/<env>/model.env`` and, when the serving image's digest is known
+(``autotrader.gitops.images``), the ``digest:`` of that overlay's image entry in ``kustomization.yaml``;
+nothing else. It renders the overlay with kustomize and checks it (upstream schemas, pod security,
+references); any failure puts both files back byte for byte. With ``commit=True`` the change becomes one
+commit touching those files alone; Argo CD then syncs it and Argo Rollouts rolls it out. Rollback pins
+the previous model version found in the pin file's git history by a NEW commit (history is never
+rewritten) and moves the registry alias back; it leaves the image pin as it is.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from autotrader.atomic import write_bytes
 from autotrader.console import console
 from autotrader.errors import DeployError, PromotionRefused, RegistryError
 from autotrader.gitops import git as gitops_git
+from autotrader.gitops.images import (
+    DigestChoice,
+    ImagePin,
+    choose_digest,
+    kustomization_path,
+    read_image_pin,
+    with_digest,
+)
 from autotrader.gitops.kustomize import overlay_dir, render
 from autotrader.gitops.pins import Pin, make_pin, parse_pin, pin_path, read_pin
 from autotrader.gitops.policy import pod_security_violations, reference_violations
@@ -42,14 +52,17 @@ class PinChange:
     changed: bool
     commit: str | None = None
     alias_moved: str | None = None  # "champion: 7 → 6" when a rollback moved an alias
+    image: str | None = None  # the serving image the overlay now renders (promotions)
+    image_note: str | None = None  # where its digest came from, or that none is known
 
     def summary(self) -> str:
+        image = f"; image {self.image} ({self.image_note})" if self.image else ""
         if not self.changed:
-            return f"{self.env}: already pinned to version {self.version}; nothing to do"
+            return f"{self.env}: already pinned to version {self.version}; nothing to do{image}"
         was = f" (was {self.previous})" if self.previous else ""
         where = f", commit {self.commit[:10]}" if self.commit else " (not committed)"
         alias = f"; alias {self.alias_moved}" if self.alias_moved else ""
-        return f"{self.env}: {self.action} to version {self.version}{was} in {self.path}{where}{alias}"
+        return f"{self.env}: {self.action} to version {self.version}{was} in {self.path}{where}{alias}{image}"
 
 
 def check_overlay(directory: str | os.PathLike[str], schema_dir: str | os.PathLike[str] | None = None) -> int:
@@ -66,15 +79,34 @@ def check_overlay(directory: str | os.PathLike[str], schema_dir: str | os.PathLi
     return len(objects)
 
 
-def _write_checked(path: Path, pin: Pin, schema_dir: str | os.PathLike[str] | None) -> None:
-    """Write ``pin`` and check the overlay; on any failure the file gets its exact old bytes back."""
-    original = path.read_bytes()
+def _write_checked(
+    path: Path, pin: Pin, schema_dir: str | os.PathLike[str] | None, extra: dict[Path, bytes] | None = None
+) -> None:
+    """Write ``pin`` (and ``extra`` files of the same overlay) and check the overlay; on any failure
+    every file gets its exact old bytes back."""
+    writes = {path: pin.text().encode(), **(extra or {})}
+    originals = {p: p.read_bytes() for p in writes}
     try:
-        write_bytes(path, pin.text().encode())
+        for target, data in writes.items():
+            write_bytes(target, data)
         check_overlay(path.parent, schema_dir)
     except BaseException:
-        write_bytes(path, original)
+        _restore(originals)
         raise
+
+
+def _restore(originals: dict[Path, bytes]) -> None:
+    for target, data in originals.items():
+        write_bytes(target, data)
+
+
+def _image_lines(image: ImagePin, choice: DigestChoice) -> list[str]:
+    """Commit-message lines about the serving image: pinned by digest (and from where), or by tag only."""
+    if image.digest and choice.digest:
+        return [f"image: {image.ref} (digest from {choice.source})"]
+    if image.digest:
+        return [f"image: {image.ref} (digest kept from the overlay; {choice.source})"]
+    return [f"image: {image.ref} (by tag only: {choice.source})"]
 
 
 def _describe_version(name: str, version: str, client: Any) -> list[str]:
@@ -97,7 +129,9 @@ def _describe_version(name: str, version: str, client: Any) -> list[str]:
     return lines
 
 
-def _message(action: str, env: str, pin: Pin, previous: str | None, body: list[str]) -> str:
+def _message(
+    action: str, env: str, pin: Pin, previous: str | None, body: list[str], image_digest: str | None = None
+) -> str:
     head = f"{action}({env}): {pin.name} version {pin.version}"
     if previous:
         head += f" (was {previous})"
@@ -107,6 +141,8 @@ def _message(action: str, env: str, pin: Pin, previous: str | None, body: list[s
     ]
     if previous:
         trailers.append(f"{gitops_git.TRAILER_PREVIOUS}: {previous}")
+    if image_digest:
+        trailers.append(f"{gitops_git.TRAILER_IMAGE}: {image_digest}")
     parts = [head, f"pin: {pin.uri}", *(["\n".join(body)] if body else []), "\n".join(trailers)]
     return "\n\n".join(parts) + "\n"
 
@@ -132,12 +168,18 @@ def promote_to_env(
     commit: bool = False,
     repo: str | os.PathLike[str] = Path("."),
     schema_dir: str | os.PathLike[str] | None = None,
+    image_digest: str | None = None,
 ) -> PinChange:
     """Pin ``version`` in ``env``'s overlay (checked, restored on failure), optionally as a git commit.
 
     staging: ``version`` defaults to the registry alias ``staging``. production: defaults to the version
     pinned in staging, and is refused (PromotionRefused) unless the version carries
     ``integration_passed=true`` (set by ``autotrader deploy integration --record``).
+
+    The serving image is pinned by digest in the same change when one is known: ``image_digest``
+    (``--image-digest``), else ``$AUTOTRADER_IMAGE_DIGEST``, else the version's registry tag
+    ``serving_image_digest``. Otherwise the overlay's image pin stays as it is and the result (summary
+    and commit message) says that no digest is known.
     """
     repo = Path(repo)
     path = pin_path(env, repo)
@@ -156,23 +198,32 @@ def promote_to_env(
             f"(has {INTEGRATION_TAG}={tags.get(INTEGRATION_TAG)!r}); run `autotrader deploy integration --record` "
             "against staging first"
         )
+    choice = choose_digest(image_digest, tags)
+    kpath = kustomization_path(env, repo)
+    image = read_image_pin(kpath)
+    extra: dict[Path, bytes] = {}
+    if choice.digest and choice.digest != image.digest:
+        extra[kpath] = with_digest(kpath.read_text(), choice.digest, str(kpath)).encode()
+        image = ImagePin(image.name, image.tag, choice.digest)
     previous = current.version if current.name == name else None
-    if current == pin:
-        return PinChange(env, "promote", pin.version, previous, path, changed=False)
-    original = path.read_bytes()
-    _write_checked(path, pin, schema_dir)
+    note = f"digest from {choice.source}" if choice.digest else choice.source
+    if current == pin and not extra:
+        return PinChange(env, "promote", pin.version, previous, path, False, image=image.ref, image_note=note)
+    originals = {p: p.read_bytes() for p in (path, *extra)}
+    _write_checked(path, pin, schema_dir, extra)
     sha = None
     if commit:
         try:
-            body = _describe_version(name, pin.version, client)
-            sha = gitops_git.commit_file(path, _message("promote", env, pin, previous, body))
+            body = [*_image_lines(image, choice), *_describe_version(name, pin.version, client)]
+            message = _message("promote", env, pin, previous, body, image.digest)
+            sha = gitops_git.commit_files([path, *extra], message)
         except BaseException:
-            write_bytes(path, original)
+            _restore(originals)
             raise
     if env == "production" and previous:
         # Rollback reads git history; the tag lets a person see the same thing in the registry UI.
         registry.set_version_tags(name, pin.version, {PREVIOUS_TAG: previous}, client=client)
-    return PinChange(env, "promote", pin.version, previous, path, changed=True, commit=sha)
+    return PinChange(env, "promote", pin.version, previous, path, True, sha, image=image.ref, image_note=note)
 
 
 def pin_stack(path: Path) -> list[str]:
