@@ -9,8 +9,8 @@ the same rows minus ``max_regression`` of its magnitude (champion × (1 − r) f
 
 Gates that cannot decide say so: when the test rows cannot hold ``min_trades`` non-overlapping bets
 (rows // horizon, per instrument), the trade gate's verdict is ``insufficient_evidence`` with that
-arithmetic, and so is the whole decision (unless it is not promoted either way — it is never promoted
-without every gate passing). The win-rate gate reports the profit factor and the expectancy beside
+arithmetic, and so is the whole decision (never promoted without every gate passing, but a reviewer
+sees that the window, not the model, decided it). The win-rate gate reports the profit factor and the expectancy beside
 it, so a strategy that wins often and loses more is visible at a glance.
 """
 
@@ -117,8 +117,8 @@ def evaluate_gates(
             f"winning trades / trades; profit factor {'–' if pf is None else f'{pf:.2f}'}, expectancy "
             f"{_pct(expectancy)} per trade"
             + (
-                " — wins more often than it loses, but loses more than it wins"
-                if (expectancy or 0) < 0
+                " — wins more trades than it loses, but loses more than it wins"
+                if (portfolio.get("win_rate") or 0) > 0.5 and (expectancy or 0) < 0
                 else ""
             ),
         ),
