@@ -83,6 +83,16 @@ class HealthReport:
     def _signals(self) -> list[Column]:
         return [c for c in (self.drift.columns if self.drift else []) if c.kind == "signal"]
 
+    def reasons(self, key: str) -> list[str]:
+        """Short tags for what flagged the instrument: ``stale``, ``gap``, ``jump``, drifted signal names."""
+        tags = [t for t, hit in (("stale", any(f.stale for f in self.freshness if f.key == key)),) if hit]
+        integrity = self.integrity.get(key)
+        if integrity is not None:
+            tags += [t for t, hit in (("gap", integrity.gap), ("jump", integrity.jump)) if hit]
+        if self.drift is not None:
+            tags += [c.name for c in self.drift.drifted(key)]
+        return tags
+
     def verdict(self, key: str) -> str:
         """One line per instrument: what is wrong, or "ok", with the top features for drill-down."""
         parts: list[str] = []
@@ -98,7 +108,11 @@ class HealthReport:
             hits = self.drift.drifted(key)
             if hits:
                 parts.append(
-                    "drift: " + ", ".join(f"{c.name} PSI {c.psi:.2f} ≥ {c.threshold:.2f}" for c in hits)
+                    "drift: "
+                    + ", ".join(
+                        f"{c.name} PSI {c.psi:.2f} ≥ {c.threshold:.2f} (day's median at reference p{100 * c.median_quantile:.0f})"
+                        for c in hits
+                    )
                 )
             top = self.drift.top_features(key, self.health.top_features)
             if hits and top:

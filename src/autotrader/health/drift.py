@@ -144,6 +144,7 @@ class Column:
     reference: dict[str, Any]
     current: dict[str, Any]
     threshold: float
+    median_quantile: float = math.nan  # where the current window's median sits in the reference (0…1)
     psi: float = math.nan
     drift: bool = False
 
@@ -158,6 +159,7 @@ class Column:
             "threshold": round(self.threshold, 6),
             "drift": self.drift,
             "memory_bars": self.memory,
+            "current_median_quantile": round(self.median_quantile, 4),
             "reference": self.reference,
             "current": self.current,
         }
@@ -284,6 +286,7 @@ def prepare_columns(
                     {**spans[0].as_dict(), "values": len(ref)},
                     {**spans[1].as_dict(), "values": len(cur)},
                     threshold,
+                    float(np.median(current[column])),
                 )
             )
     return result, reference, current
