@@ -274,6 +274,23 @@ def test_deployment_steps_never_retry_and_failure_rolls_back(manifests: list[Man
     assert "kubectl argo rollouts status" in wait and "--timeout" in wait
 
 
+def test_feature_health_failure_notifies_as_the_data_pipeline_does(manifests: list[Manifest]) -> None:
+    """Stale bars, a gap or a price jump fail the health step; the exit handler then notifies, as nightly's."""
+
+    def alert(name: str) -> dict:
+        m = by_name(manifests, name)
+        assert m.workflow_spec["onExit"] == "exit-handler"
+        steps = [s for group in m.templates["exit-handler"]["steps"] for s in group]
+        return next(s for s in steps if s.get("templateRef", {}).get("name") == "notify")
+
+    health, nightly = alert("feature-health"), alert("data-pipeline")
+    assert health["when"] == nightly["when"] == "'{{workflow.status}}' != 'Succeeded'"
+    assert health["templateRef"] == nightly["templateRef"]
+    args = {p["name"]: p["value"] for p in health["arguments"]["parameters"]}
+    assert args.keys() == {p["name"] for p in nightly["arguments"]["parameters"]}
+    assert args["failures"] == "{{workflow.failures}}" and "metrics/health.json" in args["message"]
+
+
 def test_deployment_runs_the_promised_sequence(manifests: list[Manifest]) -> None:
     m = by_name(manifests, "deployment")
     order = [s["name"] for group in m.templates["deploy"]["steps"] for s in group]

@@ -99,14 +99,15 @@ def test_health_outputs_read_what_the_health_stage_writes() -> None:
     import pandas as pd
 
     from autotrader.health import Freshness, HealthReport
+    from autotrader.params import HealthParams
 
     at = pd.Timestamp("2026-11-20", tz="UTC")
     fresh = Freshness("binance", "BTCUSDT", at - pd.Timedelta("5min"), at - pd.Timedelta("5min"), 0, 3, False)
     stale = Freshness("oanda", "EUR_USD", at - pd.Timedelta("65min"), at - pd.Timedelta("5min"), 12, 3, True)
     report = HealthReport(
-        at, "5min", [fresh, stale], drift=None, drift_error="too few rows", fail_on_drift=False
+        at, "5min", [fresh, stale], integrity={}, drift=None, drift_error="too few rows", health=HealthParams()
     )
-    max_psi, stale_count, lag = state.health_outputs(report.as_metrics("reports/drift/index.html"))
+    max_psi, stale_count, lag = state.health_outputs(report.as_metrics())
     assert math.isnan(max_psi)  # no drift computed: no PSI to report
     assert (stale_count, lag) == (1.0, 12 * 300.0)
 

@@ -1,5 +1,7 @@
-"""Health alerts: promtool unit tests (fresh, stale, drifted), runbooks, the series the stage writes,
-and the feature-health CronWorkflow's failure path."""
+"""Health alerts: promtool unit tests (fresh, stale, drifted), runbooks, the series the stage writes.
+
+(The feature-health CronWorkflow's failure notice is checked with the other manifests, in
+tests/test_argo_manifests.py.)"""
 
 from __future__ import annotations
 
@@ -98,23 +100,3 @@ def test_textfile_escapes_label_values_and_refuses_unknown_series() -> None:
     assert 'instrument="a\\"b\\\\c"' in text and 'signal_psi{signal="x"} NaN' in text
     with pytest.raises(ValueError, match="unknown health series"):
         textfile([("not_a_series", {}, 1.0)])
-
-
-def _exit_alert(path: Path) -> tuple[str, dict]:
-    doc = yaml.safe_load(path.read_text())
-    spec = doc["spec"]["workflowSpec"] if doc["kind"] == "CronWorkflow" else doc["spec"]
-    handler = next(t for t in spec["templates"] if t["name"] == spec["onExit"])
-    steps = [s for group in handler["steps"] for s in group]
-    return spec["onExit"], next(s for s in steps if s.get("templateRef", {}).get("name") == "notify")
-
-
-def test_feature_health_failure_notifies_as_the_data_pipeline_does() -> None:
-    name, health = _exit_alert(REPO / "argo" / "feature-health.yaml")
-    _, data = _exit_alert(REPO / "argo" / "data-pipeline.yaml")
-    assert name == "exit-handler"
-    assert health["when"] == data["when"] == "'{{workflow.status}}' != 'Succeeded'"
-    assert health["templateRef"] == data["templateRef"] == {"name": "notify", "template": "send"}
-    params = {p["name"]: p["value"] for p in health["arguments"]["parameters"]}
-    assert params["status"] == "{{workflow.status}}" and params["failures"] == "{{workflow.failures}}"
-    assert "feature-health" in params["message"] and "health.json" in params["message"]
-    assert set(params) == {p["name"] for p in data["arguments"]["parameters"]}

@@ -135,6 +135,9 @@ def test_each_injected_shift_is_named_in_the_verdict(shift: str, expect: str) ->
     frame = bars(SPY, seed=8)
     day = frame["timestamp"][frame["timestamp"] >= AT - pd.Timedelta(days=1)]
     since = day.iloc[10] if shift == "one-hour gap" else day.iloc[0]
-    verdict = assess(inject.SHIFTS[shift](frame, since), AT, FIVE, HEALTH).verdict("ibkr/SPY")
+    report = assess(inject.SHIFTS[shift](frame, since), AT, FIVE, HEALTH)
+    verdict = report.verdict("ibkr/SPY")
     assert expect in verdict, verdict
+    tag = {"drift: ": "log_range", "price jump": "jump", "gap of 12 bars": "gap"}.get(expect, expect)
+    assert tag in report.reasons("ibkr/SPY"), report.reasons("ibkr/SPY")
     assert assess(frame, AT, FIVE, HEALTH).verdict("ibkr/SPY") == "ok"

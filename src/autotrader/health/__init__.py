@@ -140,7 +140,7 @@ class HealthReport:
             "signals_drifted": len(drifted),
             # The largest PSI among drifted signals (0: none drifted), so `max_psi > psi_threshold` is
             # exactly "some signal drifted" — the Argo metric and PipelineFeatureDrift read it.
-            "max_psi": round(max((c.psi for c in drifted), default=0.0), 6),
+            "max_psi": round(max((c.psi for c in drifted), default=0.0), 6) if signals else None,
             "max_psi_ratio": round(worst.ratio, 4)
             if worst is not None and math.isfinite(worst.ratio)
             else None,
