@@ -17,7 +17,7 @@ unexport PYTHONDONTWRITEBYTECODE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-bootstrap.lock
 
 # Install exactly what requirements.lock pins (what CI tested), every file checked against its hash
 # (--require-hashes: a package without one, or a file that differs, fails), then the project without deps.
@@ -57,11 +57,13 @@ schemas:
 	bash scripts/fetch_schemas.sh $(SCHEMA_DIR)
 
 ## lock: recompile the hash-locked requirements from pyproject.toml (needs the network to PyPI). uv keeps
-## the versions already in requirements.lock; the serving image's and pip-audit's locks take them from it.
+## the versions already in requirements.lock; the serving image's and pip-audit's locks take them from it;
+## requirements-bootstrap.lock pins the uv that installs everything (UV_VERSION, the `bootstrap` group).
 lock: $(BIN)/python
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
 	$(BIN)/uv pip compile --group serving --python-version 3.11 --generate-hashes -c requirements.lock -o requirements-serving.lock
 	$(BIN)/uv pip compile --group audit --python-version 3.11 --generate-hashes -c requirements.lock -o requirements-audit.lock
+	$(BIN)/uv pip compile --group bootstrap --python-version 3.11 --generate-hashes -o requirements-bootstrap.lock
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -22,7 +22,6 @@ ARG ROLLOUTS_IMAGE=quay.io/argoproj/kubectl-argo-rollouts:v1.8.3
 FROM ${ROLLOUTS_IMAGE} AS rollouts
 
 FROM ${BASE_IMAGE}
-ARG UV_VERSION=0.13.9
 ARG KUBECTL_VERSION=v1.32.0
 ARG TARGETARCH=amd64
 
@@ -56,9 +55,9 @@ RUN groupadd --gid 10001 autotrader \
 WORKDIR /app
 # Dependencies first (cached while only the code changes), pinned by the lock file and checked against
 # its sha256 hashes (--require-hashes).
-COPY requirements.lock pyproject.toml README.md ./
+COPY requirements-bootstrap.lock requirements.lock pyproject.toml README.md ./
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir "uv==${UV_VERSION}" \
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps --require-hashes -r requirements-bootstrap.lock \
  && /opt/venv/bin/uv pip sync --python /opt/venv/bin/python --no-cache --require-hashes requirements.lock
 
 # The project: library, stages, the DVC pipeline and its params, the DVC config (the remote itself is

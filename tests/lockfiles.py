@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 MAIN_LOCK = REPO / "requirements.lock"
 SERVING_LOCK = REPO / "requirements-serving.lock"
 AUDIT_LOCK = REPO / "requirements-audit.lock"
-LOCKS = (MAIN_LOCK, SERVING_LOCK, AUDIT_LOCK)
+BOOTSTRAP_LOCK = REPO / "requirements-bootstrap.lock"
+LOCKS = (MAIN_LOCK, SERVING_LOCK, AUDIT_LOCK, BOOTSTRAP_LOCK)
 
 # Never in the model-server image: test runners and fakes, linters and validators, and the pipeline's
 # own tools (DVC, data validation, drift reports, broker client), with their test-only dependencies.

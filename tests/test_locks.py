@@ -5,7 +5,8 @@
 - ``requirements-serving.lock`` (the model-server image) is a subset of ``requirements.lock`` with the
   same versions and the same hashes (CI tested those), with no test, lint or pipeline-only package;
 - the ``serving`` dependency group repeats the project's own ranges, so the two cannot drift apart;
-- ``make lock`` regenerates all three with hashes, the same uv and Python as the header says.
+- ``make lock`` regenerates all four with hashes, the same uv and Python as the header says, and the
+  uv that installs everything is itself installed from a hashed lock, at the Makefile's UV_VERSION.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from packaging.utils import canonicalize_name
 
 from .lockfiles import (
     AUDIT_LOCK,
+    BOOTSTRAP_LOCK,
     LOCKS,
     MAIN_LOCK,
     NOT_IN_SERVING,
@@ -44,7 +46,7 @@ def makefile_recipe(target: str) -> list[str]:
 @pytest.mark.parametrize("lock", LOCKS, ids=lambda p: p.name)
 def test_every_pin_is_exact_and_hashed(lock) -> None:
     pins = read_lock(lock)
-    assert len(pins) > 10, lock.name
+    assert pins, lock.name
     for pin in pins.values():
         assert re.fullmatch(r"==[0-9][0-9A-Za-z.+!-]*", pin.spec), f"{lock.name}: {pin.name}{pin.spec}"
         assert pin.hashes, f"{lock.name}: {pin.name} has no --hash (install with --require-hashes fails)"
@@ -99,9 +101,27 @@ def test_make_install_demands_hashes() -> None:
     assert syncs, "make install syncs the venv with uv"
     for line in syncs:
         assert "--require-hashes" in line and line.rstrip().endswith("requirements.lock"), line
+    # uv itself: pip installs it from the bootstrap lock, hashes required, before anything else.
+    bootstrap = makefile_recipe("$(BIN)/python")
+    assert any(
+        "pip install" in line and "--require-hashes -r requirements-bootstrap.lock" in line
+        for line in bootstrap
+    )
+    assert not any("pip install" in line and "requirements-bootstrap.lock" not in line for line in bootstrap)
 
 
-def test_make_lock_writes_the_three_hashed_locks() -> None:
+def test_the_bootstrap_lock_pins_the_makefiles_uv() -> None:
+    uv_version = re.search(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.M)
+    assert uv_version, "the Makefile names its uv version"
+    assert set(read_lock(BOOTSTRAP_LOCK)) == {"uv"}
+    assert read_lock(BOOTSTRAP_LOCK)["uv"].spec == f"=={uv_version.group(1)}"
+    assert (
+        requirements(pyproject()["dependency-groups"]["bootstrap"])["uv"].specifier
+        == f"=={uv_version.group(1)}"
+    )
+
+
+def test_make_lock_writes_the_hashed_locks() -> None:
     recipe = makefile_recipe("lock")
     outputs = {}
     for line in recipe:
@@ -113,9 +133,6 @@ def test_make_lock_writes_the_three_hashed_locks() -> None:
     # The derived locks take requirements.lock's versions (constraints), so they cannot drift from it.
     for derived in (SERVING_LOCK, AUDIT_LOCK):
         assert "-c requirements.lock" in outputs[derived.name]
-    # The uv that compiles is the one the Makefile pins (the header names the same flags).
-    uv_version = re.search(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.M)
-    assert uv_version and uv_version.group(1) == "0.13.9"
 
 
 def test_the_parser_reads_continuations_and_hashes(tmp_path) -> None:
