@@ -37,7 +37,7 @@ def require_validation(path: Path) -> None:
 def main() -> int:
     params = load_params()
     paths = params.paths
-    with guard_output(paths.features) as swept:
+    with guard_output(paths.features, also=(Path(paths.metrics) / "features.json",)) as swept:
         for path in swept:
             console.print(f"features: removed {path} (left by a killed run)", soft_wrap=True)
         fault_point("features", "start")

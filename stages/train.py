@@ -42,7 +42,9 @@ from autotrader.params import Params, load_params
 
 def main() -> int:
     params = load_params()
-    with guard_output(params.paths.model, tempdirs=True) as swept:
+    with guard_output(
+        params.paths.model, tempdirs=True, also=(Path(params.paths.metrics) / "train.json",)
+    ) as swept:
         for path in swept:
             console.print(f"train: removed {path} (left by a killed run)", soft_wrap=True)
         return train(params)

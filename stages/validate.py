@@ -12,22 +12,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from autotrader import rawstore
+from autotrader.atomic import guard_output
 from autotrader.console import console, stage_main
 from autotrader.errors import ValidationFailed
 from autotrader.faults import fault_point
-from autotrader.params import load_params
+from autotrader.params import Params, load_params
 from autotrader.validation import show, validate_raw, write_outputs
 
 
 def main() -> int:
     params = load_params()
-    fault_point("validate", "start")
     reports_dir = Path(params.paths.reports) / "validation"
+    verdict_path = Path(params.paths.metrics) / "validation.json"
+    with guard_output(reports_dir, also=(verdict_path,)) as swept:  # a killed run's temp files go
+        for path in swept:
+            console.print(f"validate: removed {path} (left by a killed run)", soft_wrap=True)
+        return validate(params, reports_dir, verdict_path)
+
+
+def validate(params: Params, reports_dir: Path, verdict_path: Path) -> int:
+    fault_point("validate", "start")
     sealed = rawstore.seal(params.paths.raw, params.data)  # which bars and window the verdict is about
     run = validate_raw(params)
     fault_point("validate", "middle")
     fault_point("validate", "end")
-    verdict_path = Path(params.paths.metrics) / "validation.json"
     index = write_outputs(run, reports_dir, verdict_path)
     rawstore.add_seal(verdict_path, sealed)  # archive refuses a verdict about other bars or another window
     show(run)

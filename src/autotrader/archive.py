@@ -141,7 +141,7 @@ class Deadlines:
     """How long one S3 call may take: botocore's connect and read timeouts and its attempts (retries + 1)."""
 
     connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
+    read_timeout_s: float = 15.0
     max_attempts: int = 3
 
     def describe(self) -> str:

@@ -184,10 +184,19 @@ def output_lock(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def guard_output(target: str | os.PathLike[str], *, tempdirs: bool = False) -> Iterator[list[Path]]:
+def guard_output(
+    target: str | os.PathLike[str],
+    *,
+    tempdirs: bool = False,
+    also: tuple[str | os.PathLike[str], ...] = (),
+) -> Iterator[list[Path]]:
     """Lock ``target`` for a whole stage run and clean up after any earlier run that was killed.
 
+    ``also`` names the stage's other outputs (metrics files), whose stale temp siblings go too.
     Yields the stale paths that were removed, so the stage can say so.
     """
     with output_lock(target):
-        yield sweep(target, tempdirs=tempdirs)
+        removed = sweep(target, tempdirs=tempdirs)
+        for other in also:
+            removed.extend(sweep(other))
+        yield removed

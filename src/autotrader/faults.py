@@ -5,7 +5,10 @@ reading its params (nothing done yet), after its main work (nothing written yet)
 moment before its new output becomes visible (built aside, not yet swapped in). The points do nothing
 unless ``AUTOTRADER_FAULT`` names them, e.g. ``AUTOTRADER_FAULT=train:middle`` or a comma-separated
 list ``extract:end,features:start``; then the stage fails there with an ``InjectedFault`` (an ordinary
-pipeline error: exit code 1, one red line), exactly as a real failure at that point would.
+pipeline error: exit code 1, one red line), exactly as a real failure at that point would. A
+``:kill`` suffix (``train:end:kill``) kills the process with SIGKILL there instead, as ``kill -9``
+would: no ``finally``, no ``atexit``, nothing cleaned up. Multi-step commits have their own point
+(``journal:middle``, after the first rename of an incremental feature-store commit).
 
 This is the library's own hook, honoured the same way in every environment: the tests inject faults
 through the environment and never patch the code under test.
@@ -14,6 +17,7 @@ through the environment and never patch the code under test.
 from __future__ import annotations
 
 import os
+import signal
 
 from autotrader.errors import AutoTraderError
 
@@ -35,5 +39,8 @@ def fault_point(stage: str, point: str) -> None:
     """Fail here if ``AUTOTRADER_FAULT`` names ``stage:point``; otherwise do nothing."""
     if point not in POINTS:
         raise ValueError(f"fault point {point!r} is not one of {', '.join(POINTS)}")
-    if f"{stage}:{point}" in requested():
+    asked = requested()
+    if f"{stage}:{point}:kill" in asked:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if f"{stage}:{point}" in asked:
         raise InjectedFault(f"{stage}: injected fault at {point} ({FAULT_ENV}={os.environ[FAULT_ENV]})")

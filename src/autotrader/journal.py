@@ -19,6 +19,7 @@ from typing import Any
 
 from autotrader.atomic import write_json
 from autotrader.errors import AutoTraderError
+from autotrader.faults import fault_point
 
 JOURNAL_FILE = "_journal.json"
 
@@ -64,6 +65,7 @@ def _apply(root: Path, record: dict[str, Any]) -> None:
         if source.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, dest)
+            fault_point("journal", "middle")  # tests kill here: a commit interrupted after its first rename
         elif not dest.exists():
             raise JournalError(
                 f"{journal_path(root)}: neither {source} nor {dest} exists; the interrupted commit cannot "

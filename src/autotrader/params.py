@@ -208,7 +208,7 @@ class ArchiveParams(_Strict):
     url: str = "data/archive"
     replace: bool = False  # true: a changed archived object is replaced, its old content kept
     connect_timeout_s: float = Field(default=5.0, gt=0)  # S3: botocore connect timeout per attempt
-    read_timeout_s: float = Field(default=30.0, gt=0)  # S3: botocore read timeout per attempt
+    read_timeout_s: float = Field(default=15.0, gt=0)  # S3: botocore read timeout per attempt
     max_attempts: int = Field(default=3, ge=1, le=10)  # S3: attempts per call (retries + 1), standard mode
 
 

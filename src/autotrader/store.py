@@ -554,6 +554,8 @@ def reconcile(store_root: Path) -> list[str]:
     journal.recover(store_root)
     for stale in store_root.glob(f"{_STAGING_PREFIX}*"):  # left by a run that was killed mid-way
         shutil.rmtree(stale, ignore_errors=True)
+    for stale in store_root.glob("._*.tmp"):  # a metadata or journal write killed half way
+        stale.unlink()
     meta = _read_metadata_or_none(store_root)
     if meta is None:
         return []
