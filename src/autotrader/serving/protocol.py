@@ -108,7 +108,9 @@ def guarded_protocol(
             log.debug(
                 "cut a connection from %s: no complete headers within %.1f s", self.client, header_timeout_s
             )
-            self.transport.write(_408)
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:
+                self.transport.write(_408)  # (mid-answer to a pipelined request, a 408 would garble it)
             self.transport.close()
 
     return GuardedHttpToolsProtocol
