@@ -11,6 +11,12 @@ validated (``schemas.parse_request``), checked against the model's feature colum
 given to the model on a small pool of worker threads, so a slow model cannot stall ``/metrics``
 or the probes.
 A model that raises or returns something other than {-1, 0, 1} is the server's fault: 500.
+
+What is not the server's fault never counts as a 5xx either: a body that does not arrive within
+``REQUEST_BODY_TIMEOUT_S`` is a 408, a client that hangs up mid-body a 499 (``metrics.py``), a bar
+dated beyond ``PREDICT_MAX_CLOCK_SKEW_S`` into the future a 422 (it would freeze online scoring,
+``online.py``), and a feature value outside what the model accepts a 422 naming it (``model.py``).
+Headers have their own deadline and connections a cap, in the HTTP protocol (``protocol.py``).
 """
 
 from __future__ import annotations
