@@ -141,3 +141,22 @@ def test_each_injected_shift_is_named_in_the_verdict(shift: str, expect: str) ->
     tag = {"drift: ": "log_range", "price jump": "jump", "gap of 12 bars": "gap"}.get(expect, expect)
     assert tag in report.reasons("ibkr/SPY"), report.reasons("ibkr/SPY")
     assert assess(frame, AT, FIVE, HEALTH).verdict("ibkr/SPY") == "ok"
+
+
+def test_the_no_regime_market_changes_only_the_regimes() -> None:
+    """``regime_switching=False`` (the bench's null market): same streams, one volatility throughout."""
+    start = AT - pd.Timedelta(days=20)
+    default = SimulatedMarket(seed=4, epoch=start).fetch(BTC, start, AT, FIVE)
+    explicit = SimulatedMarket(seed=4, epoch=start, regime_switching=True).fetch(BTC, start, AT, FIVE)
+    calm = SimulatedMarket(seed=4, epoch=start, regime_switching=False).fetch(BTC, start, AT, FIVE)
+    assert default.equals(explicit)
+    assert calm["volume"].equals(
+        default["volume"]
+    )  # volume does not read the regime: its stream is untouched
+
+    def daily_sigma(bars: pd.DataFrame) -> pd.Series:
+        ret = np.log(bars["close"]).diff()
+        return ret.groupby(bars["timestamp"].dt.date).std()
+
+    assert daily_sigma(calm).max() / daily_sigma(calm).min() < 1.3
+    assert daily_sigma(default).max() / daily_sigma(default).min() > 1.5
