@@ -34,11 +34,6 @@ def column_name(instrument: str, name: str) -> str:
     return f"{instrument}{COLUMN_SEP}{name}"
 
 
-def split_column(column: str) -> tuple[str, str]:
-    inst, name = column.rsplit(COLUMN_SEP, 1)
-    return inst, name
-
-
 # ----------------------------------------------------------------------------------------- Evidently
 
 
