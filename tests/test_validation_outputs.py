@@ -173,14 +173,19 @@ def test_reports_data_docs_and_summary_are_written_even_on_failure(tmp_path: Pat
     (line,) = report["failures"]
     assert "non_negative_volume" in line and "2 unexpected of 72 rows" in line
     assert set(report["great_expectations"]) == {
-        f"binance__BTCUSDT.{t}" for t in ("bars", "checks", "sessions")
+        f"binance__BTCUSDT.{t}" for t in ("bars", "checks", "feed", "sessions")
     }
     volume = next(e for e in report["expectations"] if e["rule"] == "non_negative_volume")
     assert volume["unexpected_count"] == 2 and volume["examples"] == [-1.0, -1.0]
 
     assert index == reports / "data_docs" / "index.html"
     html = index.read_text()
-    for suite in ("binance__BTCUSDT/checks", "oanda__EUR_USD/sessions", "ibkr__SPY/bars"):
+    for suite in (
+        "binance__BTCUSDT/checks",
+        "binance__BTCUSDT/feed",
+        "oanda__EUR_USD/sessions",
+        "ibkr__SPY/bars",
+    ):
         assert suite in html
     assert list((reports / "data_docs" / "validations").rglob("*.html"))
 

@@ -24,6 +24,8 @@ from autotrader.console import console, progress
 from autotrader.params import DataParams, Params, ValidateParams
 from autotrader.schema import NUMERIC_COLUMNS, empty_bars
 from autotrader.validation.derive import (
+    CHECK_COLUMNS,
+    FEED_COLUMNS,
     CalendarView,
     calendar_view,
     checks_table,
@@ -32,7 +34,14 @@ from autotrader.validation.derive import (
 )
 from autotrader.validation.engine import GxEngine
 from autotrader.validation.report import MAX_EXAMPLES, Finding, InstrumentResult, describe
-from autotrader.validation.rules import FAMILIES, Rule, bars_rules, checks_rules, sessions_rules
+from autotrader.validation.rules import (
+    FAMILIES,
+    Rule,
+    bars_rules,
+    checks_rules,
+    feed_rules,
+    sessions_rules,
+)
 
 DOCS_DIR = "data_docs"
 
@@ -223,7 +232,8 @@ def validate_instrument(
     asset_class = profile(broker).asset_class
     tables: dict[str, tuple[pd.DataFrame, list[Rule]]] = {
         "bars": (frame, bars_rules(frame, broker, symbol)),
-        "checks": (checks, checks_rules(params, asset_class)),
+        "checks": (checks[list(CHECK_COLUMNS)], checks_rules(params)),
+        "feed": (checks[list(FEED_COLUMNS)], feed_rules(params, asset_class)),
         "sessions": (view.sessions, sessions_rules(params)),
     }
     context = _message_context(frame, checks, view, params)
