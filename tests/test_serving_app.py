@@ -557,3 +557,44 @@ def test_recorded_bounds_come_from_the_training_rows(
         assert c.post("/predict", json=inside).status_code == 200
         response = c.post("/predict", json=outside)
         assert response.status_code == 422 and "training range" in response.json()["detail"]
+
+
+def test_a_pipeline_that_drops_an_empty_column_by_name_is_served(
+    tmp_path: Path, features: pd.DataFrame
+) -> None:
+    """Training's hgb Pipeline drops an all-missing column by name (a source that quotes no spread):
+    it cannot predict a plain matrix. Before, the fast path fed it one, the warm-up failed and the
+    model never became ready; now it is served through the DataFrame path, and its answers are the
+    model's own."""
+    import mlflow.sklearn
+
+    from autotrader.modeling.models import build
+    from autotrader.modeling.tracking import skops_trusted_types
+    from autotrader.params import TrainParams
+
+    cols = feature_columns(features)
+    X = features[cols].astype("float64").assign(rel_spread=np.nan)
+    forward = features.groupby(["broker", "symbol"])["close"].shift(-12) / features["close"] - 1
+    y = np.sign(forward.fillna(0.0).round(4)).astype(int)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # OpenMP on a busy 2-core box (see test_serving_support.train_model)
+        small = TrainParams.model_validate({"hgb": {"max_iter": 20}})
+        model = build("hgb", small, empty=["rel_spread"]).fit(X, y)
+    folder = tmp_path / "dropping"
+    mlflow.sklearn.save_model(
+        model,
+        str(folder),
+        signature=mlflow.models.infer_signature(X.head(20), y.head(20)),
+        skops_trusted_types=skops_trusted_types(model),
+    )
+    rows = X.dropna(subset=[c for c in cols if c != "rel_spread"]).tail(5)
+    with _client(str(folder), "drop") as c:
+        assert c.app.state.loader.wait(60)
+        assert c.get("/readyz").status_code == 200, c.get("/readyz").text
+        body = {"instances": [instance(features.loc[i], cols) for i in rows.index]}
+        for inst in body["instances"]:
+            inst["features"]["rel_spread"] = None  # the source quotes no spread
+        response = c.post("/predict", json=body)
+        assert response.status_code == 200, response.text
+        assert [p["signal"] for p in response.json()["predictions"]] == model.predict(rows).tolist()

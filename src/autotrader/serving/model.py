@@ -178,7 +178,13 @@ class LoadedModel:
         model = cls(pyfunc=pyfunc, uri=uri, columns=names, dtypes=dtypes)
         estimator = _sklearn_estimator(pyfunc)
         fitted = getattr(estimator, "feature_names_in_", None)
-        if estimator is not None and not dtypes and fitted is not None and set(fitted) == set(names):
+        if (
+            estimator is not None
+            and not dtypes
+            and fitted is not None
+            and set(fitted) == set(names)
+            and _takes_a_matrix(estimator, len(names))
+        ):
             model.estimator = estimator
             model.order = tuple(str(c) for c in fitted)
             _quiet_feature_name_warning()
@@ -305,6 +311,23 @@ def _sklearn_estimator(pyfunc: Any) -> Any:
     except Exception:  # older wrappers without get_raw_model: stay on the pyfunc path
         return None
     return estimator if callable(getattr(estimator, "predict", None)) else None
+
+
+def _takes_a_matrix(estimator: Any, n_features: int) -> bool:
+    """Does the estimator predict a plain float matrix? The fast path passes one.
+
+    Not every fitted Pipeline does: training's hgb Pipeline drops an all-missing column *by name*
+    (a ColumnTransformer), which only a DataFrame can provide; such a model stays on the pyfunc
+    path (a DataFrame per request) instead of failing its warm-up and never becoming ready.
+    """
+    try:
+        estimator.predict(np.zeros((1, n_features)))
+    except Exception as exc:  # any refusal: the DataFrame path is the safe one
+        log.info(
+            "the model does not predict a plain matrix (%s); using the DataFrame path", type(exc).__name__
+        )
+        return False
+    return True
 
 
 def _split_pipeline(estimator: Any) -> tuple[Any, Any]:
