@@ -1,7 +1,7 @@
 """Operating characteristic of the health check: how often it alarms on an unchanged market, how often it
 catches a known shift. Not a timed test: it prints a table (docs/archive_health.md holds the last one).
 
-    nice -n 10 .venv/bin/python bench/health_power.py            # ≈ 4–5 min on 2 cores
+    nice -n 10 .venv/bin/python bench/health_power.py            # ≈ 5 min on 2 cores (1 050 runs)
     nice -n 10 .venv/bin/python bench/health_power.py --quick    # a smoke run, a few trials each
 
 Each trial is one daily health run (``autotrader.health.assess``, the stage's judgement without the
@@ -16,13 +16,15 @@ the week (so FX weekends and NYSE closures take their turn), with params.yaml's 
   shift injected into its latest trading day (``autotrader.health.inject``); detected when that
   instrument's verdict is not ``ok``. The one-hour gap starts at a random bar of the day, with bars after it.
 
-Rates carry exact two-sided 95 % Clopper–Pearson intervals: with n trials and no failure the bound is
-1 − 0.025^(1/n), so n ≥ 72 is needed before "0 of n" can claim < 5 %.
+Results: the table on stdout and bench/results/health_power.json. Rates carry exact two-sided 95 %
+Clopper–Pearson intervals: with n trials and no failure the bound is 1 − 0.025^(1/n), so n ≥ 72 is
+needed before "0 of n" can claim < 5 %; the defaults (300 null runs, 100 per shift) leave room for a few.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -36,6 +38,7 @@ import pandas as pd
 from scipy.stats import beta
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "health_power.json"
 sys.path.insert(0, str(REPO / "src"))
 
 from autotrader.health import assess  # noqa: E402
@@ -118,6 +121,7 @@ def main() -> int:
         args.null_trials, args.regime_trials, args.shift_trials = 8, 4, 4
 
     params = load_params(REPO / "params.yaml")  # once: every worker judges with the same knobs
+    load_start = os.getloadavg()
     started = time.perf_counter()
     # Warm the threshold cache for the common window sizes before the workers fork (they inherit it).
     null_trial((params, 0, False))
@@ -171,7 +175,39 @@ def main() -> int:
             holds = "yes" if lo >= 0.95 else ("rate only" if k / n >= 0.95 else "no")
         ok &= holds != "no"
         print(f"| {name} | {target} | {k} / {n} | {k / n:.1%} | {lo:.1%} – {hi:.1%} | {holds} | {by} |")
-    print(f"\n{time.perf_counter() - started:.0f} s wall, {args.workers} worker(s)")
+    wall = time.perf_counter() - started
+    load_end = os.getloadavg()
+    print(
+        f"\n{wall:.0f} s wall, {args.workers} worker(s), load average {load_start[0]:.1f} → {load_end[0]:.1f}"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "health": params.health.model_dump(),
+                "rows": [
+                    {
+                        "case": name.strip(),
+                        "target": target,
+                        "alarms": k,
+                        "trials": n,
+                        "ci95": clopper_pearson(k, n),
+                        "flagged_by": by,
+                    }
+                    for name, target, k, n, by in rows
+                ],
+                "wall_s": round(wall, 1),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "workers": args.workers,
+                    "loadavg_start": load_start,
+                    "loadavg_end": load_end,
+                },
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 0 if ok else 1
 
 
