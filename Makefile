@@ -51,6 +51,7 @@ bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/data_pipeline.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/training.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/serving.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" nice -n 10 $(BIN)/python bench/health_power.py
 
 ## schemas: fetch the upstream Argo schemas (same files and commits as ../shared/schemas/SOURCES.md).
 schemas:
