@@ -101,3 +101,17 @@ def test_a_quick_answer_is_unaffected_by_the_deadline() -> None:
         client = JsonClient("oanda", broker.url, timeout_s=5.0, deadline_s=2.0, max_attempts=1, backoff_s=0.0)
         with client:
             assert client.get_json("/v3/x", {}, symbol="EUR_USD", parse=dict) == {"candles": []}
+
+
+def test_trickled_headers_are_cut_at_the_deadline_too() -> None:
+    """The status line and headers a byte every 50 ms (5 kB of them: minutes): the watchdog closes the
+    connection at the deadline; the next attempt gets a fresh client and is cut the same way."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: " + b"x" * 5000 + b"\r\n"
+    with StallingServer(b"", head, interval=0.05) as broker:
+        client = JsonClient(
+            "oanda", broker.url, timeout_s=5.0, deadline_s=1.0, max_attempts=2, backoff_s=0.001
+        )
+        with client:
+            exc, seconds = _timed(lambda: client.get_json("/v3/x", {}, symbol="EUR_USD", parse=dict))
+    assert isinstance(exc, SourceError) and "last status deadline" in str(exc), exc
+    assert broker.connections == 2 and seconds >= 2 * 1.0

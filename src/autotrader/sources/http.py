@@ -9,14 +9,16 @@ at once.
 Each attempt has a total deadline (``data.live.deadline_s``) besides httpx's timeout, which is
 per read: a broker trickling its body a byte at a time never trips a per-read timeout and would
 keep extract waiting for as long as it liked. The body is read in chunks, and an attempt still
-incomplete at its deadline is abandoned (a retryable timeout); it fires at most one read timeout
-late, as the read in flight is not interrupted. Either way the error is a ``SourceError`` naming broker, symbol, URL path and the last status,
-and never a header (tokens live there).
+incomplete at its deadline is abandoned (a retryable timeout); a watchdog closes the connection
+at the deadline, so a broker trickling its headers is cut off too. Either way the error is a
+``SourceError`` naming broker, symbol, URL path and the last status, and never a header (tokens
+live there).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -91,11 +93,12 @@ class JsonClient:
         self.backoff_s = backoff_s
         self.error_keys = error_keys
         self.sleep = sleep
-        self._client = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            timeout=min(timeout_s, self.deadline_s),
-            headers=dict(headers or {}),
-        )
+        self._client_args: dict[str, Any] = {
+            "base_url": base_url.rstrip("/"),
+            "timeout": min(timeout_s, self.deadline_s),
+            "headers": dict(headers or {}),
+        }
+        self._client = httpx.Client(**self._client_args)
         self._backoff = wait_exponential(multiplier=backoff_s, max=MAX_BACKOFF_S)
 
     def close(self) -> None:
@@ -159,20 +162,48 @@ class JsonClient:
             ) from exc
 
     def _get_within_deadline(self, path: str, params: Mapping[str, Any]) -> httpx.Response:
-        """GET with the whole answer (headers and body) due within ``deadline_s``; a ``_Retryable`` if not."""
+        """GET with the whole answer (headers and body) due within ``deadline_s``; a ``_Retryable`` if not.
+
+        Two guards: the body is read in chunks and checked against the deadline after each one, and
+        a watchdog timer closes the client at the deadline, which makes a read in flight fail at its
+        next byte or read timeout — that covers a broker trickling its *headers* too. A closed
+        client cannot be reused, so the next attempt gets a fresh one.
+        """
         started = time.monotonic()
         deadline = started + self.deadline_s
-        with self._client.stream("GET", path, params=dict(params)) as response:
-            chunks: list[bytes] = []
-            for chunk in response.iter_raw():
-                chunks.append(chunk)
-                if time.monotonic() > deadline:
-                    raise _Retryable(
-                        "deadline",
-                        f"the answer was still incomplete after {time.monotonic() - started:.1f} s "
-                        f"({sum(map(len, chunks))} bytes; deadline {self.deadline_s:g} s, data.live.deadline_s)",
-                    )
-            raw = b"".join(chunks)
+        client = self._client
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            client.close()
+
+        def late(received: int) -> _Retryable:
+            return _Retryable(
+                "deadline",
+                f"the answer was still incomplete after {time.monotonic() - started:.1f} s "
+                f"({received} bytes; deadline {self.deadline_s:g} s, data.live.deadline_s)",
+            )
+
+        watchdog = threading.Timer(self.deadline_s, expire)
+        watchdog.daemon = True
+        watchdog.start()
+        chunks: list[bytes] = []
+        try:
+            with client.stream("GET", path, params=dict(params)) as response:
+                for chunk in response.iter_raw():
+                    chunks.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise late(sum(map(len, chunks)))
+                raw = b"".join(chunks)
+        except (httpx.HTTPError, RuntimeError) as exc:  # RuntimeError: "the client has been closed"
+            if expired.is_set():
+                raise late(sum(map(len, chunks))) from exc
+            raise
+        finally:
+            watchdog.cancel()
+            if expired.is_set():
+                self._client = httpx.Client(**self._client_args)
         # Rebuilt from the raw bytes, so .json()/.text decode exactly as a plain get() would have.
         return httpx.Response(
             response.status_code, headers=response.headers, content=raw, request=response.request
