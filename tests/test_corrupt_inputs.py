@@ -263,6 +263,12 @@ def _gap_storm(b: pd.DataFrame) -> pd.DataFrame:
     return b.iloc[[i for i in range(len(b)) if i % 3 != 1]]
 
 
+def _blank_timestamps(b: pd.DataFrame) -> pd.DataFrame:
+    """Two rows whose time cell is empty (a truncated export line)."""
+    b.loc[[140, 141], "timestamp"] = pd.NaT
+    return b
+
+
 def _future_dated(raw: pd.DataFrame) -> pd.DataFrame:
     """A bar stamped three days after data.end (a broker clock or parsing error)."""
     return pd.concat([raw, raw.iloc[[-1]].assign(timestamp=END + pd.Timedelta(days=3))], ignore_index=True)
@@ -324,6 +330,12 @@ CASES: list[tuple[str, Callable[[pd.DataFrame], pd.DataFrame] | None, str, tuple
     ("off_grid_bar", _off_grid_bar, "validate", ("rule on_grid", "2026-11-17T10:30:00+00:00")),
     ("half_hour_bars", _half_hour_bars, "validate", ("rule on_grid", "off the data.interval grid")),
     ("gap_storm", _gap_storm, "validate", ("rule session_coverage",)),
+    (
+        "blank_timestamps",
+        _blank_timestamps,
+        "validate",
+        ("rule not_null_timestamp", "2 null value(s) in timestamp"),
+    ),
     ("future_dated", _future_dated, "raw", ("rule not_future", "future-dated", "2026-11-23T00:00:00+00:00")),
     ("symbol_mixing", _symbol_mixing, "raw", ("rule symbol_value", "'GBP_USD'")),
 ]
