@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import resource
 import socket
 import subprocess
 import time
@@ -152,10 +153,21 @@ def _outcome(data: bytes | None) -> str:
     return data[9:12].decode() if data.startswith(b"HTTP/1.1 ") else "closed"
 
 
+def _enough_file_descriptors(wanted: int) -> None:
+    """Raise the soft RLIMIT_NOFILE to ``wanted`` (within the hard limit), or skip saying why."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"needs {wanted} open files; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def test_two_thousand_slow_senders_are_cut_off(model_dir: Path) -> None:
     """2,000 loopback connections trickle their headers a byte a second: the cap answers 503 at once,
     the header deadline answers 408; none is held, and the server still answers afterwards."""
     header_timeout, cap, n = 2.0, 500, 2000
+    _enough_file_descriptors(n + 512)  # this process holds n client sockets; the server inherits it
     env = {"REQUEST_HEADER_TIMEOUT_S": str(header_timeout), "MAX_CONNECTIONS": str(cap)}
     payload = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"x" * 200 + b"\r\n\r\n"
 
