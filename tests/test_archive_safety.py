@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from autotrader import rawstore
-from autotrader.archive import ArchiveError, Deadlines, archive_raw, partition_key, read_archived_bytes
+from autotrader.archive import ArchiveError, archive_raw, partition_key, read_archived_bytes
 from autotrader.atomic import write_parquet
 from tests.conftest import BIN, tree_hashes
 from tests.s3server import S3Server, s3_bucket_fixture, s3_env_fixture, s3_server_fixture  # noqa: F401
@@ -223,6 +223,7 @@ def stalled_endpoint() -> Iterator[str]:
 def test_a_stalled_s3_endpoint_fails_the_archive_with_the_code_instead_of_hanging(
     raw: Path, stalled_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from autotrader.archive import Deadlines
     from tests.s3server import FAKE_CREDENTIALS
 
     for name, value in FAKE_CREDENTIALS.items():
