@@ -409,7 +409,7 @@ def test_staging_is_blue_green_with_integration_tests_before_promotion(rendered)
 def test_pin_is_an_immutable_version_and_reaches_the_pods(env, rendered) -> None:
     pin = parse_pin((FOLDERS[env] / "model.env").read_text())
     objects = rendered[env]
-    configmap = one(objects, "ConfigMap")
+    (configmap,) = [c for c in find(objects, "ConfigMap") if c["metadata"]["name"].startswith("autotrader-model")]
     assert configmap["data"] == {"MODEL_URI": pin.uri, "MODEL_VERSION": pin.version}
     assert re.fullmatch(r"autotrader-model-[a-z0-9]{10}", configmap["metadata"]["name"])
     env_from = one(objects, "Rollout")["spec"]["template"]["spec"]["containers"][0]["envFrom"]
