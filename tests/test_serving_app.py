@@ -598,3 +598,19 @@ def test_a_pipeline_that_drops_an_empty_column_by_name_is_served(
         response = c.post("/predict", json=body)
         assert response.status_code == 200, response.text
         assert [p["signal"] for p in response.json()["predictions"]] == model.predict(rows).tolist()
+
+
+def test_deploy_checks_synthetic_inputs_stay_inside_the_recorded_bounds(
+    logreg_models: dict[str, Path],
+) -> None:
+    """``autotrader deploy check`` without a feature store smoke-tests the model on synthetic rows;
+    for a model with recorded bounds they are drawn inside them, so the check does not trip the
+    server's own bounds (standard-normal rows did: ret_1's accepted range is well inside ±1)."""
+    from autotrader.serving.deploy_checks import golden_instances, predict_instances
+    from autotrader.serving.model import load
+
+    model = load(str(logreg_models["bounded"]))
+    assert model.bounds is not None
+    instances = golden_instances(model, None)
+    signals = predict_instances(model, instances)
+    assert len(signals) == len(instances) and set(signals) <= {-1, 0, 1}

@@ -43,7 +43,14 @@ from autotrader.console import console, progress
 from autotrader.errors import AutoTraderError, DeployError
 from autotrader.params import Params
 from autotrader.schema import BAR_COLUMNS
-from autotrader.serving.model import LoadedModel, ModelOutputError, load, parse_registry_uri, version_label
+from autotrader.serving.model import (
+    FeatureBounds,
+    LoadedModel,
+    ModelOutputError,
+    load,
+    parse_registry_uri,
+    version_label,
+)
 from autotrader.serving.online import realised_return
 from autotrader.serving.schemas import (
     LABEL_SIGNALS,
@@ -275,9 +282,27 @@ def instances_from_frame(frame: pd.DataFrame, columns: Sequence[str]) -> list[di
     return [_instance(row, columns) for row in frame.to_dict("records")]
 
 
-def synthetic_instances(columns: Sequence[str], n: int = 32, seed: int = 0) -> list[dict[str, Any]]:
-    """Seeded standard-normal features: a deterministic smoke input when there is no store to read."""
+def synthetic_instances(
+    columns: Sequence[str], n: int = 32, seed: int = 0, bounds: FeatureBounds | None = None
+) -> list[dict[str, Any]]:
+    """Seeded features: a deterministic smoke input when there is no store to read.
+
+    Standard normal, except that a feature whose training range the model recorded is drawn
+    uniformly inside that range: the server refuses values far outside it (model.FeatureBounds).
+    """
     rng = np.random.default_rng(seed)
+    ranges: dict[str, tuple[float, float]] = {}
+    if bounds is not None:
+        for name, lo, hi in zip(bounds.names, bounds.train_lo, bounds.train_hi, strict=True):
+            if np.isfinite(lo) and np.isfinite(hi):
+                ranges[name] = (float(lo), float(hi))
+
+    def draw(column: str, z: float) -> float:
+        if column not in ranges:
+            return float(z)
+        lo, hi = ranges[column]
+        return lo + (hi - lo) * float(0.5 + np.arctan(z) / np.pi)  # z → (0, 1), deterministic
+
     start = pd.Timestamp("2026-01-05T00:00:00Z")
     return [
         {
@@ -286,7 +311,7 @@ def synthetic_instances(columns: Sequence[str], n: int = 32, seed: int = 0) -> l
             "timestamp": iso_utc((start + pd.Timedelta(minutes=5 * i)).to_pydatetime()),
             "close": 60_000.0,
             "features": {
-                c: float(v) for c, v in zip(columns, rng.standard_normal(len(columns)), strict=True)
+                c: draw(c, v) for c, v in zip(columns, rng.standard_normal(len(columns)), strict=True)
             },
         }
         for i in range(n)
@@ -349,7 +374,7 @@ def golden_instances(
         frame = replay_slice(features_root, per_instrument)
         if set(columns) <= set(frame.columns):
             return instances_from_frame(frame, columns)
-    return synthetic_instances(columns)
+    return synthetic_instances(columns, bounds=model.bounds)
 
 
 def predict_instances(model: LoadedModel, instances: list[dict[str, Any]]) -> list[int]:
