@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 # (mlflow, evidently and great_expectations take seconds to import from source) starts fast anyway.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: run test install lint fmt bench schemas lock clean promote-staging mlflow-ui
+.PHONY: run test install lint fmt bench schemas schemas-available lock clean promote-staging mlflow-ui e2e e2e-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,29 @@ run: install
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/autotrader reports
 
 ## test: the whole suite (real MLflow, S3 on loopback, Prometheus, kustomize).
-test: install
+## (e2e-tools first: the cluster scenarios are part of the suite; without Go they are skipped with the reason.)
+test: install schemas-available e2e-tools
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+## e2e: only the cluster scenarios (real kube-apiserver, controller-manager, scheduler, etcd, kwok and the
+## Argo Rollouts controller, built from e2e/'s Go modules), with their measurements in build/e2e/.
+e2e: install schemas-available e2e-tools
+	AUTOTRADER_E2E_REPORT_DIR="$(CURDIR)/build/e2e" PATH="$(CURDIR)/$(BIN):$$PATH" \
+		$(BIN)/python -m pytest -n 2 --dist loadgroup -q tests/e2e tests/test_e2e_overlay.py
+
+## e2e-tools: build the harness's upstream programs (cached outside the repo, keyed by e2e/'s go.sum files).
+## Without Go this says why and goes on (the tests then skip, or fail under CI=true).
+e2e-tools:
+	@bash scripts/build_e2e_tools.sh >/dev/null || { code=$$?; [ $$code -eq 3 ] || exit $$code; }
+
+## schemas-available: the upstream schemas the manifest tests need: ../shared/schemas, or .schemas/ (fetched
+## once, when neither is there). Without network this prints one line saying what to do.
+schemas-available:
+	@if [ ! -f "$(SCHEMA_DIR)/argo-rollouts/rollout-crd.yaml" ] && [ ! -f .schemas/argo-rollouts/rollout-crd.yaml ] \
+		&& [ -z "$$AUTOTRADER_SCHEMA_DIR" ]; then \
+		bash scripts/fetch_schemas.sh .schemas >/dev/null 2>&1 || { rm -rf .schemas; \
+		echo "no upstream schemas: put them in ../shared/schemas or run 'make schemas SCHEMA_DIR=.schemas' with network; the manifest tests will fail until then"; }; \
+	fi
 
 lint: install
 	$(BIN)/ruff check .

@@ -182,7 +182,16 @@ class PrometheusServer:
         return self
 
     def add_target(self, address: str, labels: dict[str, str]) -> None:
+        """Scrape ``address`` with ``labels`` (replacing the labels if it is already a target)."""
         self._targets[address] = labels
+        self._write_targets()
+
+    def remove_target(self, address: str) -> None:
+        """Stop scraping ``address`` (a pod that went away); a no-op if it is not a target."""
+        if self._targets.pop(address, None) is not None:
+            self._write_targets()
+
+    def _write_targets(self) -> None:
         write_json(self.targets_file, [{"targets": [a], "labels": lbl} for a, lbl in self._targets.items()])
 
     def wait_scraped(self, selector: str, timeout: float = 30.0) -> None:

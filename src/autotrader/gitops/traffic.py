@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -55,6 +55,12 @@ def _feed(market: Any, instrument: Instrument, start: pd.Timestamp, days: int) -
     return _Feed(instrument, frame)
 
 
+class RequestRouter(Protocol):
+    """Anything that says where one request goes: (target label, URL); a None URL means no upstream."""
+
+    def route(self, key: str) -> tuple[str, str | None]: ...
+
+
 class Router:
     """Which server a request goes to, as the Rollout's current step says (Istio's job, done here)."""
 
@@ -83,7 +89,7 @@ class Router:
         with self._lock:
             self.matches, self.weight = [], 0
 
-    def route(self, key: str) -> tuple[str, str]:
+    def route(self, key: str) -> tuple[str, str | None]:
         with self._lock:
             if self.canary_url is None:
                 return "stable", self.stable_url
@@ -99,7 +105,7 @@ class TrafficDriver:
 
     def __init__(
         self,
-        router: Router,
+        router: RequestRouter,
         instruments: Sequence[Instrument],
         *,
         signal_strength: float,
@@ -169,10 +175,13 @@ class TrafficDriver:
                     body = {"instances": self._instances(feed)}
                 except DeployError:
                     return
-                try:
-                    status = client.post(f"{url}/predict", json=body, headers={HEADER: key}).status_code
-                except httpx.HTTPError:
-                    status = 0
+                if url is None:
+                    status = 503  # what Envoy answers with no healthy upstream; no server saw it
+                else:
+                    try:
+                        status = client.post(f"{url}/predict", json=body, headers={HEADER: key}).status_code
+                    except httpx.HTTPError:
+                        status = 0
                 with self._lock:
                     self.stats[(target, scenario, status)] += 1
                 next_tick += self.tick_s
