@@ -326,9 +326,12 @@ def replay_slice(root: Path, bars: int) -> pd.DataFrame:
     end_text = (meta.get("time_range") or {}).get("end")
     if not end_text:
         raise DeployError(f"{root}: the feature store is empty; nothing to replay")
-    end = pd.Timestamp(end_text)
-    end = (end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")) + pd.Timedelta(1, "ns")
+    last = pd.Timestamp(end_text)
+    last = last.tz_localize("UTC") if last.tzinfo is None else last.tz_convert("UTC")
     interval = pd.Timedelta(pd.tseries.frequencies.to_offset(meta.get("interval", "5min")))
+    # The reader is point-in-time: a bar (stamped with its open) is returned once it has closed, so
+    # reading up to the last bar's close returns the last bar too.
+    end = last + interval
     # Enough calendar time for `bars` bars even across a weekend or a market holiday.
     span = max(interval * bars * 2, pd.Timedelta(days=1)) + pd.Timedelta(days=4)
     frame = load_features(end - span, end, root=root)
