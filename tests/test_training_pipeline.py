@@ -77,12 +77,26 @@ def copy(built: Project, tmp_path: Path) -> Project:
 
 def test_default_pipeline_passes_every_gate_and_promotes_to_staging(built: Project) -> None:
     gates = read_json(built, "metrics/gates.json")
-    assert gates["promote"] is True, gates["failed"]
-    assert {g["name"] for g in gates["gates"]} == {"sharpe", "max_drawdown", "win_rate", "trades"}
+    assert gates["promote"] is True and gates["verdict"] == "pass", gates["failed"]
+    assert {g["name"] for g in gates["gates"]} == {"sharpe", "max_drawdown", "win_rate", "trades", "dsr"}
     evaluation = read_json(built, "metrics/evaluate.json")
     portfolio = evaluation["portfolio"]
     assert portfolio["sharpe"] > 2.0 and portfolio["max_drawdown"] < 0.15
     assert portfolio["win_rate"] > 0.55 and portfolio["n_trades"] >= 100
+    # four walk-forward windows, pooled; each with a bootstrap interval around its Sharpe
+    windows = evaluation["windows"]
+    assert [w["model"] for w in windows] == ["refitted", "refitted", "refitted", "shipped"]
+    assert all(w["sharpe_ci"][0] <= w["sharpe"] <= w["sharpe_ci"][1] for w in windows)
+    assert portfolio["sharpe_ci"][0] <= portfolio["sharpe"] <= portfolio["sharpe_ci"][1]
+    # a fresh, local registry: the deflated Sharpe counts this run's two candidates, and says so
+    trials = evaluation["dsr"]["trials"]
+    assert trials["total"] == evaluation["dsr"]["n_trials"] == 2 and trials["prior_runs"] == 0
+    assert "only" in trials["source"]
+    dsr_gate = next(g for g in gates["gates"] if g["name"] == "dsr")
+    assert dsr_gate["value"] == evaluation["dsr"]["dsr"] and dsr_gate["threshold"] == 0.95
+    card = (built.root / "reports" / "model_card.md").read_text()
+    assert "Synthetic data" in card and "Implausible Sharpe" in card  # strength 4: Sharpe in the tens
+    assert "Deflated Sharpe ratio" in card and "2 trials" in card and "Profit factor" in card
     promotion = read_json(built, "metrics/promotion.json")
     assert promotion["promoted"] is True and promotion["alias"] == "staging"
     assert promotion["uri"] == f"models:/{MODEL_NAME}/{promotion['version']}"
@@ -116,13 +130,20 @@ def test_outputs_are_there_and_readable(built: Project) -> None:
     for heading in (
         "## Intended use",
         "## Data",
-        "## Backtest on the test window",
+        "## Walk-forward backtest (out of sample)",
         "## Gates",
         "## Limitations",
     ):
         assert heading in card
     splits = read_json(built, "data/prepared/splits.json")
-    assert splits["boundaries"]["test_start"] == "2026-10-31T00:00:00+00:00"  # data.end − test_days
+    # data.end − oos_windows × test_days, cut into four 20-day walk-forward windows
+    assert splits["boundaries"]["test_start"] == "2026-09-01T00:00:00+00:00"
+    assert [w["start"][:10] for w in splits["oos_windows"]] == [
+        "2026-09-01",
+        "2026-09-21",
+        "2026-10-11",
+        "2026-10-31",
+    ]
     # dvc sees the plot files where dvc.yaml's top-level plots point
     shown = built.dvc("plots", "show", "--json").stdout
     assert "equity" in shown and "importance" in shown
@@ -172,11 +193,18 @@ def test_champion_is_backtested_on_the_same_window(copy: Project) -> None:
     copy.stage("gate")
     gates = read_json(copy, "metrics/gates.json")
     regression = next(g for g in gates["gates"] if g["name"] == "champion_regression")
-    # the champion is this very model: same window, same costs → same Sharpe, and it may not regress
-    assert gates["champion"]["sharpe"] == pytest.approx(
-        read_json(copy, "metrics/evaluate.json")["portfolio"]["sharpe"]
-    )
+    # the champion is this very model: same (last) window, same costs → same Sharpe; it may not regress
+    assert gates["champion"]["sharpe"] == pytest.approx(gates["champion"]["candidate_sharpe"])
+    assert regression["value"] == gates["champion"]["candidate_sharpe"]
     assert regression["passed"] and gates["promote"] is True
+
+
+def test_a_second_training_run_counts_the_first_as_trials(copy: Project) -> None:
+    copy.stage("train")
+    trials = read_json(copy, "metrics/train.json")["trials"]
+    # the first run's two candidates are in the experiment's history now: 2 + 2
+    assert trials == {**trials, "total": 4, "prior_runs": 1, "prior_candidates": 2, "this_run": 2}
+    assert "MLflow experiment history" in trials["source"]
 
 
 def test_failed_gates_refuse_promotion_and_if_approved_records_why(copy: Project) -> None:

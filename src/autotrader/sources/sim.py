@@ -60,9 +60,10 @@ REGIME_EXIT = np.array([0.004, 0.02])
 DEFAULT_EPOCH = pd.Timestamp("2026-01-01", tz="UTC")
 
 # Named signal strengths. "realistic": calibrated with bench/gate_power.py so that the pipeline's
-# realised information coefficient (prediction vs forward return, per bar) sits around 0.01–0.05, the
-# range real intraday signals show; the default 4.0 is a demo signal (IC ≈ 0.4, Sharpe in the tens).
-PRESETS: dict[str, float] = {"realistic": 0.5}
+# realised information coefficient (prediction vs forward return, per bar) sits in 0.01–0.05, the
+# range real intraday signals show (median 0.039 over 20 seeds; 0.5 gave −0.015, 2 gave 0.20); the
+# default 4.0 is a demo signal (IC ≈ 0.35, Sharpe in the tens).
+PRESETS: dict[str, float] = {"realistic": 1.0}
 
 
 def resolve_strength(signal_strength: float | str) -> float:
