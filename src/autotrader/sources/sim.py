@@ -113,7 +113,7 @@ class SimulatedMarket:
     def __init__(
         self,
         seed: int = 7,
-        signal_strength: float = 1.0,
+        signal_strength: float | str = 1.0,
         epoch: pd.Timestamp = DEFAULT_EPOCH,
         regime_switching: bool = True,
     ) -> None:
