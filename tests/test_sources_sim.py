@@ -112,3 +112,22 @@ def test_a_bar_does_not_depend_on_the_window_asked_for() -> None:
     overlap = early[early["timestamp"] >= pd.Timestamp("2026-03-05", tz="UTC")].reset_index(drop=True)
     pd.testing.assert_frame_equal(overlap, late.iloc[: len(overlap)].reset_index(drop=True))
     assert late["timestamp"].iloc[-1] == pd.Timestamp("2026-03-11 23:55", tz="UTC")
+
+
+def test_the_realistic_preset_is_a_named_strength_and_params_accept_it() -> None:
+    from autotrader.params import SimParams
+    from autotrader.sources.sim import PRESETS, resolve_strength
+
+    assert resolve_strength("realistic") == PRESETS["realistic"] and resolve_strength(2) == 2.0
+    assert SimParams(signal_strength="realistic").signal_strength == "realistic"
+    inst = Instrument(broker="binance", symbol="BTCUSDT")
+    start, end, step = (
+        pd.Timestamp("2026-02-01", tz="UTC"),
+        pd.Timestamp("2026-02-02", tz="UTC"),
+        pd.Timedelta("5min"),
+    )
+    named = SimulatedMarket(seed=3, signal_strength="realistic").fetch(inst, start, end, step)
+    number = SimulatedMarket(seed=3, signal_strength=PRESETS["realistic"]).fetch(inst, start, end, step)
+    pd.testing.assert_frame_equal(named, number)
+    with pytest.raises(ValueError, match="unknown signal_strength preset 'heroic'"):
+        resolve_strength("heroic")
