@@ -409,7 +409,9 @@ def test_staging_is_blue_green_with_integration_tests_before_promotion(rendered)
 def test_pin_is_an_immutable_version_and_reaches_the_pods(env, rendered) -> None:
     pin = parse_pin((FOLDERS[env] / "model.env").read_text())
     objects = rendered[env]
-    (configmap,) = [c for c in find(objects, "ConfigMap") if c["metadata"]["name"].startswith("autotrader-model")]
+    (configmap,) = [
+        c for c in find(objects, "ConfigMap") if c["metadata"]["name"].startswith("autotrader-model")
+    ]
     assert configmap["data"] == {"MODEL_URI": pin.uri, "MODEL_VERSION": pin.version}
     assert re.fullmatch(r"autotrader-model-[a-z0-9]{10}", configmap["metadata"]["name"])
     env_from = one(objects, "Rollout")["spec"]["template"]["spec"]["containers"][0]["envFrom"]
@@ -455,18 +457,20 @@ def test_overlay_image_tags_reach_the_rollout_and_the_integration_job(rendered) 
 
 
 def test_argocd_applications_sync_the_overlays_automatically(rendered) -> None:
+    # The app of apps as a whole (every child, both projects) is tested in tests/test_app_of_apps.py.
     objects = rendered["argocd"]
-    project = one(objects, "AppProject")
-    for app in find(objects, "Application"):
-        spec = app["spec"]
-        assert spec["project"] == project["metadata"]["name"]
+    for env in ("staging", "production"):
+        spec = one(objects, "Application", f"autotrader-{env}")["spec"]
+        project = one(objects, "AppProject", spec["project"])
         assert spec["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+        assert spec["source"]["path"] == f"rollouts/overlays/{env}"
         assert (REPO / spec["source"]["path"] / "kustomization.yaml").is_file()
         assert spec["source"]["repoURL"] in project["spec"]["sourceRepos"]
         assert {
             "server": spec["destination"]["server"],
             "namespace": spec["destination"]["namespace"],
         } in project["spec"]["destinations"]
+    project = one(objects, "AppProject", "autotrader")
     kinds = {k["kind"] for k in project["spec"]["namespaceResourceWhitelist"]}
     deployed = {o["kind"] for env in ("staging", "production") for o in rendered[env]}
     assert deployed <= kinds and "Secret" not in kinds
