@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "errors": 0, "atomic": 0, "console": 0, "params": 0, "schema": 0, "calendars": 0, "faults": 0, "journal": 0,
     "sources": 1, "rawstore": 1,
     "validation": 2, "features": 2,
-    "store": 3, "archive": 3,
+    "store": 3, "archive": 3, "datarollback": 3,
     "health": 4, "modeling": 4,
     "registry": 5,
     "serving": 6, "gitops": 6,

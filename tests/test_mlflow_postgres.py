@@ -28,7 +28,7 @@ from autotrader.gitops.policy import pod_security_violations, reference_violatio
 from autotrader.gitops.schemas import find_schema_dir, validate_objects
 from autotrader.params import MlflowParams, Params
 
-from .conftest import BIN, REPO, tool_env
+from .conftest import BIN, REPO, make_project, tool_env
 from .pgserver import MlflowTrackingServer, Postgres, deployment_containers, postgres_fixture  # noqa: F401
 from .s3server import S3Server, s3_server_fixture  # noqa: F401
 
@@ -270,3 +270,33 @@ def test_two_processes_registering_at_once_both_get_their_own_version(
     )
     assert [r.split("|")[0] for r in rows] == ["1", "2"]
     assert {r.split("|")[1] for r in rows} == {r["run_id"] for r in results}
+
+
+@pytest.mark.slow
+def test_the_pipeline_trains_gates_and_promotes_through_the_server(
+    server: MlflowTrackingServer, postgres: Postgres, s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """``dvc repro promote`` with MLFLOW_TRACKING_URI at the server: training, the gate's champion look-up
+    and ``autotrader promote`` all go through Postgres and S3."""
+    project = make_project(tmp_path / "project")
+    env = {"MLFLOW_TRACKING_URI": server.url}
+    project.dvc("repro", "promote", timeout=1200, env=env)
+    promotion = json.loads((project.root / "metrics" / "promotion.json").read_text())
+    assert promotion["promoted"] is True and promotion["newly_registered"] is True, promotion
+    name, version, run_id = promotion["model_name"], promotion["version"], promotion["run_id"]
+    assert not (project.root / "mlflow.db").exists()  # nothing went to a local sqlite store
+    assert run_id in psql(postgres, "select run_uuid from runs where status = 'FINISHED'")
+    assert f"{name}|{version}|{run_id}" in psql(
+        postgres, f"select name, version, run_id from model_versions where name = '{name}'"
+    )
+    assert f"staging|{version}" in psql(
+        postgres, f"select alias, version from registered_model_aliases where name = '{name}'"
+    )
+    keys = s3_keys(s3_server, bucket)
+    assert any(run_id in k or promotion["model_id"] in k for k in keys if k.endswith("MLmodel")), keys[:20]
+
+    # promote again by hand: the same model is found registered (idempotent), nothing new is created
+    project.run(str(BIN / "autotrader"), "promote", env=env)
+    again = json.loads((project.root / "metrics" / "promotion.json").read_text())
+    assert again["version"] == version and again["newly_registered"] is False
+    assert psql(postgres, f"select count(*) from model_versions where name = '{name}'") == ["1"]
