@@ -33,6 +33,11 @@ def _span(frame: pd.DataFrame) -> tuple[object, object]:
 
 def main() -> int:
     params = load_params()
+    if not params.data.active_instruments():  # a params error: fail before touching data/
+        raise SourceError(
+            f"data.source={params.data.source}: no instruments to extract "
+            "(set data.instruments, or data.files for files)"
+        )
     with guard_output(params.paths.raw) as swept:
         for path in swept:
             console.print(f"extract: removed {path} (left by a killed run)", soft_wrap=True)
@@ -43,10 +48,6 @@ def extract(params: Params) -> int:
     fault_point("extract", "start")
     data = params.data
     instruments = data.active_instruments()
-    if not instruments:
-        raise SourceError(
-            f"data.source={data.source}: no instruments to extract (set data.instruments, or data.files for files)"
-        )
     start, end = data.start_ts(), data.end_ts()
     console.print(
         f"extract: source={data.source} interval={data.interval} window [{start}, {end})", soft_wrap=True

@@ -95,6 +95,7 @@ def test_real_csv_then_a_bad_file_leaves_the_raw_store_untouched(project_factory
     assert "Traceback" not in failed.stderr
     assert tree_hashes(raw) == before
     assert sorted(p.name for p in (project.root / "data").iterdir()) == [
+        ".raw.lock",  # the stage's output lock (flock), kept between runs
         "external",
         "raw",
     ]  # no temp left over
