@@ -131,3 +131,35 @@ def test_the_realistic_preset_is_a_named_strength_and_params_accept_it() -> None
     pd.testing.assert_frame_equal(named, number)
     with pytest.raises(ValueError, match="unknown signal_strength preset 'heroic'"):
         resolve_strength("heroic")
+
+
+def _digest(frame: pd.DataFrame) -> str:
+    """SHA-256 over the timestamps and the six float columns, byte for byte."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(frame["timestamp"].to_numpy("datetime64[ns]").view(np.int64).tobytes())
+    for column in ("open", "high", "low", "close", "volume", "spread"):
+        h.update(np.ascontiguousarray(frame[column].to_numpy(np.float64)).tobytes())
+    return h.hexdigest()
+
+
+# Pinned on the simulator as of commit 2e522b6 (before any speed work): one 1-minute day, seed 7,
+# strength 4, epoch 2026-01-01. A change here means every stored raw day would change too.
+PINNED_DAY = {
+    ("binance", "BTCUSDT", True): "7949583788fced97337ff056c1cd34ca74e1e63a5b0a7f50b0258aa926916a7d",
+    ("binance", "BTCUSDT", False): "50fa5c2c078ab58db3dff0dc25c0aa5c5bc1b7785bd72a7f6bc06627b60d9114",
+    ("oanda", "EUR_USD", True): "9e8ed6b93df114061daef7a73b22a7c51e91c55a63d08b2d8a456b4799a74f2f",
+    ("oanda", "EUR_USD", False): "dfe49638500b6a67ea3c85239848eeb5220cd6bca1c57507b31e530460503044",
+    ("ibkr", "SPY", True): "fe079fdb1590ad5a554076a225acf8afcf87e1690e24403e8fd17cf43fbb1585",
+    ("ibkr", "SPY", False): "6bfad11b86050ca780170bd73760d054115ba369fd17296e54f595c3a572b74d",
+}
+
+
+@pytest.mark.parametrize(("broker", "symbol", "regimes"), sorted(PINNED_DAY))
+def test_one_day_is_bit_identical_to_the_pinned_hash(broker: str, symbol: str, regimes: bool) -> None:
+    start, end = window("2026-11-19", "2026-11-20")
+    market = SimulatedMarket(seed=7, signal_strength=4.0, regime_switching=regimes)
+    bars = market.fetch(Instrument(broker=broker, symbol=symbol), start, end, pd.Timedelta("1min"))
+    assert len(bars) == (390 if broker == "ibkr" else 1440)
+    assert _digest(bars) == PINNED_DAY[(broker, symbol, regimes)]
