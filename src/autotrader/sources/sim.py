@@ -130,17 +130,33 @@ class SimulatedMarket:
         if end <= start:
             return empty_bars()
         origin = min(self.epoch, start)
-        frame = self._simulate(instrument, origin, end, interval)
-        window = frame[(frame["timestamp"] >= start) & (frame["timestamp"] < end)]
-        return window.reset_index(drop=True) if len(window) else empty_bars()
+        stamps = bar_index(instrument.broker, origin, end, interval)
+        # The path is simulated from the origin (so a bar never depends on the window asked for), but
+        # only the window's rows are turned into a frame: slicing arrays is free, filtering a frame of
+        # the whole path since the epoch cost a copy of every column twice.
+        first = int(stamps.searchsorted(start, side="left"))
+        if first >= len(stamps):
+            return empty_bars()
+        columns = self._simulate(instrument, origin, stamps, interval)
+        frame = pd.DataFrame(
+            {
+                "timestamp": stamps[first:],
+                "broker": instrument.broker,
+                "symbol": instrument.symbol,
+                **{name: values[first:] for name, values in columns.items()},
+            }
+        )
+        return conform(frame)
 
     def _simulate(
-        self, instrument: Instrument, origin: pd.Timestamp, end: pd.Timestamp, interval: pd.Timedelta
-    ) -> pd.DataFrame:
-        stamps = bar_index(instrument.broker, origin, end, interval)
+        self,
+        instrument: Instrument,
+        origin: pd.Timestamp,
+        stamps: pd.DatetimeIndex,
+        interval: pd.Timedelta,
+    ) -> dict[str, np.ndarray]:
+        """open, high, low, close, volume and spread for every bar in ``stamps`` (the path from ``origin``)."""
         n = len(stamps)
-        if n == 0:
-            return empty_bars()
         spec = SPECS.get(instrument.symbol, _DEFAULT_SPEC)
         # One independent stream per component: each draws exactly n values, so a longer path extends
         # a shorter one instead of reshuffling it.
@@ -179,17 +195,4 @@ class SimulatedMarket:
             * np.exp(0.2 * spread_rng.standard_normal(n))
         )
 
-        frame = pd.DataFrame(
-            {
-                "timestamp": stamps,
-                "broker": instrument.broker,
-                "symbol": instrument.symbol,
-                "open": open_,
-                "high": high,
-                "low": low,
-                "close": close,
-                "volume": volume,
-                "spread": spread,
-            }
-        )
-        return conform(frame)
+        return {"open": open_, "high": high, "low": low, "close": close, "volume": volume, "spread": spread}
