@@ -6,9 +6,9 @@ commit's ``dvc.lock`` (``git show <rev>:dvc.lock``), takes the outputs at ``path
 ``paths.features`` (DVC 3 ``md5`` directory hashes) and restores exactly those trees:
 
 1. **Find.** Every object (the ``.dir`` listing and each file) must be in the DVC cache. What is missing
-   is fetched for that revision from the default remote (``dvc fetch`` with ``revs=[rev]``, the same
-   objects ``dvc pull`` would bring). If anything is still missing, it refuses and names how much and
-   where it looked. Nothing has been touched at that point.
+   is fetched for that revision from its default remote (``dvc fetch`` with ``revs=[rev]``, the objects
+   ``dvc pull`` would bring; DVC reads the remote from that commit's ``.dvc/config``). If anything is
+   still missing, it refuses and names what and where it looked. Nothing has been touched at that point.
 2. **Build and verify.** Each tree is copied out of the cache into a temporary sibling of its target
    (``data/.raw.*.tmp``), hashing every file on the way; a hash or count that differs from the listing is
    a refusal (a corrupted cache), and the temporary tree is removed.
@@ -137,7 +137,7 @@ class _Cache:
         return sum(not self.object_path(e["md5"]).is_file() for e in entries)
 
     def fetch(self, trees: list[TrackedTree], commit: str) -> str | None:
-        """Fetch ``trees`` as of ``commit`` from the default remote; the reason it could not, or None."""
+        """Fetch ``trees`` as of ``commit`` from that commit's default remote; why it could not, or None."""
         from dvc.exceptions import DvcException
 
         try:
@@ -208,7 +208,11 @@ def rollback_data(params: Params, rev: str, root: str | os.PathLike[str] = ".") 
             why = cache.fetch(trees, commit)
             gaps = _describe_missing(cache, trees)
             if gaps:
-                where = f"the remote could not supply them: {why}" if why else "nor on the default remote"
+                where = (
+                    f"the remote could not supply them: {why}"
+                    if why
+                    else "nor on the remote that commit's .dvc/config names"
+                )
                 raise RollbackRefused(
                     f"the data of commit {commit[:12]} cannot be found: not in the DVC cache "
                     f"({cache.odb.path}) — {'; '.join(gaps)} — {where}. Nothing was changed."
