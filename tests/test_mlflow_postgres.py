@@ -80,7 +80,7 @@ def rendered() -> list[dict[str, Any]]:
 
 def test_manifests_validate_strictly_and_pass_pod_security(rendered: list[dict[str, Any]]) -> None:
     kinds = sorted(o["kind"] for o in rendered)
-    assert kinds == ["ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
     assert validate_objects(rendered, find_schema_dir(REPO)) == []
     assert pod_security_violations(rendered) == []
     assert reference_violations(rendered) == []
@@ -126,6 +126,10 @@ def test_server_command_postgres_s3_and_credentials_only_from_secrets(rendered: 
     service = next(o for o in rendered if o["kind"] == "Service")
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert service["spec"]["ports"][0]["targetPort"] == server["ports"][0]["name"]
+    pdb = next(o for o in rendered if o["kind"] == "PodDisruptionBudget")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"]  # a drain can still proceed
 
 
 # --------------------------------------------------------------------------- the server on Postgres
