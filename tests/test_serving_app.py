@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -483,15 +484,23 @@ def logreg_models(tmp_path_factory: pytest.TempPathFactory, features: pd.DataFra
     model = build("logreg", TrainParams()).fit(X, y)
     bounded = root / "bounded"
     bounded.mkdir()
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    # log_model logs into the fluent API's active run; mlflow.set_tracking_uri also exports
+    # MLFLOW_TRACKING_URI to the environment, which later tests' subprocesses would inherit (and which
+    # wins over their params). Restore both: the module's URI as it was (usually unset), and the env.
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
     try:
-        experiment = mlflow.create_experiment("bounds", artifact_location=(root / "artifacts").as_uri())
-        with mlflow.start_run(experiment_id=experiment):
-            logged = log_model(model, X)
-        download_model(logged.model_uri, bounded)
+        with _use_tracking_uri(f"sqlite:///{root / 'mlflow.db'}"):
+            experiment = mlflow.create_experiment("bounds", artifact_location=(root / "artifacts").as_uri())
+            with mlflow.start_run(experiment_id=experiment):
+                logged = log_model(model, X)
+            download_model(logged.model_uri, bounded)
     finally:
-        mlflow.set_tracking_uri(previous)
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
     plain = root / "plain"
     mlflow.sklearn.save_model(
         model,
