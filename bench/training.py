@@ -58,6 +58,7 @@ def bench_params(days: int):
     raw["data"]["instruments"] = [{"broker": b, "symbol": s} for b, s in INSTRUMENTS]
     raw["train"]["lookback_days"] = days
     raw["train"]["test_days"] = max(2, days * 2 // 9)
+    raw["train"]["oos_windows"] = 1  # one test window, as measured before walk-forward evaluation existed
     raw["train"]["cv_folds"] = 5
     return Params.model_validate(raw)
 
