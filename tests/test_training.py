@@ -151,3 +151,32 @@ def test_weighted_hgb_fits_bin_on_unweighted_quantiles_and_still_use_the_weights
     for a, b in zip(weighted._bin_mapper.bin_thresholds_, plain._bin_mapper.bin_thresholds_, strict=True):
         np.testing.assert_array_equal(a, b)  # the same candidate split points ...
     assert not np.allclose(weighted.predict_proba(X), plain.predict_proba(X))  # ... but a weighted fit
+
+
+def test_the_model_card_flags_synthetic_data_and_implausible_sharpe() -> None:
+    from autotrader.modeling.model_card import render
+
+    evaluation = {
+        "portfolio": {"sharpe": 7.5, "sharpe_ci": [3.0, 12.0], "n_trades": 40, "expectancy": 0.001},
+        "windows": [{"start": "a", "end": "b", "model": "shipped", "sharpe": 7.5, "sharpe_ci": [3.0, 12.0]}],
+        "dsr": {
+            "dsr": 0.99,
+            "n_trials": 6.0,
+            "trials": {"source": "MLflow experiment history: 2 earlier runs"},
+        },
+        "capacity": {"rows": 900, "horizon": 36, "max_bets": 25},
+        "synthetic": True,
+        "signal_strength": 4.0,
+    }
+    card = render(small_params(), training={}, prepared={}, evaluation=evaluation)
+    assert "Synthetic data" in card and "signal strength 4.0" in card
+    assert "Implausible Sharpe** (> 6) in: pooled, window 1" in card
+    assert "**6 trials**: MLflow experiment history" in card
+    assert "| Trades | ≥ 100 | 40 | insufficient evidence |" in card
+    real = render(
+        small_params(),
+        training={},
+        prepared={},
+        evaluation={**evaluation, "synthetic": False, "portfolio": {"sharpe": 1.2}, "windows": []},
+    )
+    assert "Synthetic data" not in real and "Implausible" not in real
