@@ -246,3 +246,24 @@ def test_a_registry_that_stalls_or_is_down_fails_the_load_in_bounded_time(regist
                 assert "timed out" in body["reason"].lower() or "timeout" in body["reason"].lower(), body
             assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
             assert proc.poll() is None
+
+
+def test_serve_options_override_the_environment(model_dir: Path) -> None:
+    """``--header-timeout`` wins over REQUEST_HEADER_TIMEOUT_S; a bad value is refused at the command line."""
+    env = {"REQUEST_HEADER_TIMEOUT_S": "300"}
+    with serve(str(model_dir), env=env, args=("--header-timeout", "1", "--max-connections", "50")) as (
+        url,
+        _p,
+    ):
+        data, seconds = asyncio.run(
+            slow_client(_port(url), b"GET /healthz HTTP/1.1\r\n" + b"x" * 100, 0.5, 30)
+        )
+        assert _outcome(data) == "408" and seconds >= 1.0
+    proc = subprocess.run(
+        [str(BIN / "autotrader"), "serve", "--header-timeout", "0"],
+        env=server_env({"MODEL_URI": str(model_dir)}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "--header-timeout" in proc.stderr and "must be > 0" in proc.stderr

@@ -195,10 +195,12 @@ def serve(
     env: dict[str, str] | None = None,
     version: str | None = None,
     log_path: Path | None = None,
+    args: tuple[str, ...] = (),
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``autotrader serve`` in a subprocess on a free loopback port; yields (base URL, process).
 
     ``log_path``: where the server's output goes (a test that reads the log); else a temporary file.
+    ``args``: more ``autotrader serve`` options.
     """
     port = free_port()
     extra = {"MODEL_URI": model_uri, **(env or {})}
@@ -207,7 +209,7 @@ def serve(
     # closed in finally; a file, so a chatty server never blocks
     log = log_path.open("w+b") if log_path is not None else tempfile.TemporaryFile()  # noqa: SIM115
     proc = subprocess.Popen(
-        [str(BIN / "autotrader"), "serve", "--port", str(port), "--log-level", "warning"],
+        [str(BIN / "autotrader"), "serve", "--port", str(port), "--log-level", "warning", *args],
         env=server_env(extra),
         stdout=log,
         stderr=subprocess.STDOUT,
