@@ -202,6 +202,9 @@ class FeatureParams(_Strict):
     signed_volume_window: int = 12
     regime_window: int = 288
     trend_window: int = 96
+    # core = technical + microstructure + regime (today's features); alpha158 = qlib's 158 factors
+    # (autotrader.features.alpha158). Left out of the fingerprint while it is the default.
+    families: tuple[Literal["core", "alpha158"], ...] = Field(default=("core",), min_length=1)
 
 
 class ArchiveParams(_Strict):

@@ -16,24 +16,35 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autotrader.features import microstructure, regime, technical
+from autotrader.features import alpha158, microstructure, regime, technical
 from autotrader.features.spec import FEATURE_DTYPE, BarArrays, FeatureSpec
 from autotrader.params import FeatureParams
 from autotrader.schema import BAR_COLUMNS
 
-FAMILIES = (technical, microstructure, regime)
+FAMILIES = (technical, microstructure, regime)  # "core": today's features, in this order
+# features.families → the modules computed, in order; regime reads technical's volatility, so core
+# stays one unit.
+_SELECTABLE = {"core": FAMILIES, "alpha158": (alpha158,)}
 # Bumped when feature code changes meaning without a params change; part of the fingerprint.
 CODE_VERSION = "2026.1"
 
 
 def feature_specs(params: FeatureParams) -> list[FeatureSpec]:
     """Every feature this params set produces, in column order."""
-    specs = [spec for family in FAMILIES for spec in family.specs(params)]
+    specs = [spec for family in families(params) for spec in family.specs(params)]
     names = [s.name for s in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"features: two features share the name(s) {', '.join(duplicates)}; check params")
     return specs
+
+
+def families(params: FeatureParams) -> tuple[Any, ...]:
+    """The family modules ``features.families`` selects, each once, in the order given."""
+    chosen: list[Any] = []
+    for name in dict.fromkeys(params.families):
+        chosen.extend(_SELECTABLE[name])
+    return tuple(chosen)
 
 
 def feature_names(params: FeatureParams) -> list[str]:
@@ -56,7 +67,10 @@ def fingerprint(params: FeatureParams, interval: str) -> str:
     payload: dict[str, Any] = {
         "code_version": CODE_VERSION,
         "interval": interval,
-        "params": params.model_dump(mode="json"),
+        # families is left out while it is the default, so stores built before it existed stay valid.
+        "params": params.model_dump(
+            mode="json", exclude={"families"} if params.families == ("core",) else None
+        ),
         "features": [s.as_dict() for s in feature_specs(params)],
     }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
@@ -83,7 +97,7 @@ def compute_feature_arrays(bars: pd.DataFrame, params: FeatureParams) -> dict[st
     arrays = BarArrays.from_frame(bars)
     values: dict[str, np.ndarray] = {}
     with np.errstate(divide="ignore", invalid="ignore"):
-        for family in FAMILIES:
+        for family in families(params):
             values.update(family.compute(arrays, params, values))
     out = {}
     for spec in feature_specs(params):

@@ -1,0 +1,294 @@
+"""Alpha158: qlib's 158 price-volume factors (``qlib.contrib.data.loader.Alpha158DL``), as a feature family.
+
+Selected with ``features.families: [core, alpha158]`` (params.yaml); the default ``[core]`` leaves the
+store exactly as before. Names and formulas follow qlib 0.9.7's default config — 9 k-bar shapes,
+4 price ratios at window 0, and 29 rolling operators × windows 5, 10, 20, 30, 60 — with the store's
+rules instead of qlib's:
+
+* **complete windows only.** qlib's rolling operators use ``min_periods=1`` (a 60-bar mean on the
+  second bar is a 2-bar mean); here a row whose window is not full, or holds a NaN, is NaN. Each
+  spec's ``lookback`` is the first defined row, so the store's warm-up covers the longest window.
+* **window-local arithmetic.** Every value at row t is computed from rows t-lookback … t only, in a
+  fixed order (loops over window *offsets*, each one vectorised numpy pass over all rows; doubling
+  trees for sums, max and min; pandas' skip-list rank, which counts positions). No running totals,
+  so an incremental day equals a full rebuild bit for bit. Regression and correlation sums are
+  centred inside each window, so they do not cancel on prices of 60,000.
+* **VWAP.** Bars carry no traded value, so ``VWAP0`` uses the typical price (high+low+close)/3 as
+  the bar's VWAP; the qlib comparison (bench/peer_qlib.py) writes the same proxy as qlib's ``$vwap``.
+
+Why numpy and not polars/numba: neither is in the lock. pandas is used only for the rolling rank
+(an O(log w) skip list per row); everything else is a handful of vectorised passes per window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from autotrader.features.spec import BarArrays, FeatureSpec
+from autotrader.features.windows import lag, rolling_mean, rolling_std, rolling_sum
+from autotrader.params import FeatureParams
+
+FAMILY = "alpha158"
+WINDOWS: tuple[int, ...] = (5, 10, 20, 30, 60)
+EPS = 1e-12  # qlib's guard in every ratio's denominator
+_CHUNK = 65_536  # rows per block of the sorted-window quantile (bounds its memory to ~chunk × w)
+
+# (name, formula in qlib's expression language, lookback): k-bar and price features.
+_STATIC: tuple[tuple[str, str], ...] = (
+    ("KMID", "($close-$open)/$open"),
+    ("KLEN", "($high-$low)/$open"),
+    ("KMID2", "($close-$open)/($high-$low+1e-12)"),
+    ("KUP", "($high-Greater($open, $close))/$open"),
+    ("KUP2", "($high-Greater($open, $close))/($high-$low+1e-12)"),
+    ("KLOW", "(Less($open, $close)-$low)/$open"),
+    ("KLOW2", "(Less($open, $close)-$low)/($high-$low+1e-12)"),
+    ("KSFT", "(2*$close-$high-$low)/$open"),
+    ("KSFT2", "(2*$close-$high-$low)/($high-$low+1e-12)"),
+    ("OPEN0", "$open/$close"),
+    ("HIGH0", "$high/$close"),
+    ("LOW0", "$low/$close"),
+    ("VWAP0", "$vwap/$close"),
+)
+
+# Rolling operators: name → (qlib formula with {d}, extra lookback beyond d-1: 1 where a Ref(·, 1) is read).
+_ROLLING: dict[str, tuple[str, int]] = {
+    "ROC": ("Ref($close, {d})/$close", 1),
+    "MA": ("Mean($close, {d})/$close", 0),
+    "STD": ("Std($close, {d})/$close", 0),
+    "BETA": ("Slope($close, {d})/$close", 0),
+    "RSQR": ("Rsquare($close, {d})", 0),
+    "RESI": ("Resi($close, {d})/$close", 0),
+    "MAX": ("Max($high, {d})/$close", 0),
+    "MIN": ("Min($low, {d})/$close", 0),
+    "QTLU": ("Quantile($close, {d}, 0.8)/$close", 0),
+    "QTLD": ("Quantile($close, {d}, 0.2)/$close", 0),
+    "RANK": ("Rank($close, {d})", 0),
+    "RSV": ("($close-Min($low, {d}))/(Max($high, {d})-Min($low, {d})+1e-12)", 0),
+    "IMAX": ("IdxMax($high, {d})/{d}", 0),
+    "IMIN": ("IdxMin($low, {d})/{d}", 0),
+    "IMXD": ("(IdxMax($high, {d})-IdxMin($low, {d}))/{d}", 0),
+    "CORR": ("Corr($close, Log($volume+1), {d})", 0),
+    "CORD": ("Corr($close/Ref($close,1), Log($volume/Ref($volume, 1)+1), {d})", 1),
+    "CNTP": ("Mean($close>Ref($close, 1), {d})", 1),
+    "CNTN": ("Mean($close<Ref($close, 1), {d})", 1),
+    "CNTD": ("Mean($close>Ref($close, 1), {d})-Mean($close<Ref($close, 1), {d})", 1),
+    "SUMP": ("Sum(Greater($close-Ref($close, 1), 0), {d})/(Sum(Abs($close-Ref($close, 1)), {d})+1e-12)", 1),
+    "SUMN": ("Sum(Greater(Ref($close, 1)-$close, 0), {d})/(Sum(Abs($close-Ref($close, 1)), {d})+1e-12)", 1),
+    "SUMD": (
+        "(Sum(Greater($close-Ref($close, 1), 0), {d})-Sum(Greater(Ref($close, 1)-$close, 0), {d}))"
+        "/(Sum(Abs($close-Ref($close, 1)), {d})+1e-12)",
+        1,
+    ),
+    "VMA": ("Mean($volume, {d})/($volume+1e-12)", 0),
+    "VSTD": ("Std($volume, {d})/($volume+1e-12)", 0),
+    "WVMA": (
+        "Std(Abs($close/Ref($close, 1)-1)*$volume, {d})/(Mean(Abs($close/Ref($close, 1)-1)*$volume, {d})+1e-12)",
+        1,
+    ),
+    "VSUMP": (
+        "Sum(Greater($volume-Ref($volume, 1), 0), {d})/(Sum(Abs($volume-Ref($volume, 1)), {d})+1e-12)",
+        1,
+    ),
+    "VSUMN": (
+        "Sum(Greater(Ref($volume, 1)-$volume, 0), {d})/(Sum(Abs($volume-Ref($volume, 1)), {d})+1e-12)",
+        1,
+    ),
+    "VSUMD": (
+        "(Sum(Greater($volume-Ref($volume, 1), 0), {d})-Sum(Greater(Ref($volume, 1)-$volume, 0), {d}))"
+        "/(Sum(Abs($volume-Ref($volume, 1)), {d})+1e-12)",
+        1,
+    ),
+}
+
+
+def names() -> list[str]:
+    """The 158 column names in qlib's order (k-bar, price, then each operator over every window)."""
+    return [n for n, _ in _STATIC] + [f"{op}{d}" for op in _ROLLING for d in WINDOWS]
+
+
+def specs(p: FeatureParams) -> list[FeatureSpec]:
+    """qlib's formula text in each spec; lookback = first complete row (ROC d reads d bars back)."""
+    out = [FeatureSpec(n, FAMILY, f"qlib Alpha158 {n}", f, 0) for n, f in _STATIC]
+    for op, (formula, extra) in _ROLLING.items():
+        for d in WINDOWS:
+            lookback = d if op == "ROC" else d - 1 + extra
+            out.append(
+                FeatureSpec(f"{op}{d}", FAMILY, f"qlib Alpha158 {op}{d}", formula.format(d=d), lookback)
+            )
+    return out
+
+
+# ----------------------------------------------------------------------------------------- window helpers
+
+
+def _has_nan(x: np.ndarray, w: int) -> np.ndarray:
+    return rolling_sum(np.isnan(x).astype(np.float64), w) != 0  # NaN (too few rows) also counts as True
+
+
+def _rolling_extreme(x: np.ndarray, w: int, pick: Callable[..., np.ndarray]) -> np.ndarray:
+    """max/min of the last w values by a doubling table (exact: max and min never round)."""
+    level, size = x, 1
+    while size * 2 <= w:
+        level = pick(level, lag(level, size))
+        size *= 2
+    out = pick(level, lag(level, w - size)) if size < w else level.copy()
+    out[_has_nan(x, w)] = np.nan
+    return out
+
+
+def _rolling_argextreme(x: np.ndarray, w: int, better: Callable[..., np.ndarray]) -> np.ndarray:
+    """1-based position of the window's max (or min) counted from its oldest row; the earliest on ties."""
+    best = lag(x, w - 1)
+    pos = np.ones(len(x))
+    for j in range(w - 2, -1, -1):  # from the second-oldest to the newest row of the window
+        value = lag(x, j)
+        take = better(value, best)
+        best = np.where(take, value, best)
+        pos[take] = w - j
+    pos[_has_nan(x, w)] = np.nan
+    return pos
+
+
+def _rolling_quantile(x: np.ndarray, w: int, q: float) -> np.ndarray:
+    """pandas' linear-interpolation rolling quantile, from the sorted window (blocks of rows)."""
+    n = len(x)
+    out = np.full(n, np.nan)
+    if n < w:
+        return out
+    rank = q * (w - 1)
+    lo = int(rank)
+    frac = rank - lo
+    hi = min(lo + 1, w - 1)
+    windows = np.lib.stride_tricks.sliding_window_view(x, w)
+    for start in range(0, len(windows), _CHUNK):
+        block = np.partition(windows[start : start + _CHUNK], sorted({lo, hi}), axis=1)
+        vlow = block[:, lo]
+        out[w - 1 + start : w - 1 + start + len(block)] = (
+            vlow if frac == 0 else vlow + (block[:, hi] - vlow) * frac
+        )
+    out[_has_nan(x, w)] = np.nan
+    return out
+
+
+def _rolling_rank_pct(x: np.ndarray, w: int) -> np.ndarray:
+    """scipy's percentileofscore(window, x[t], kind='rank') / 100: average 1-based rank of x[t] over w."""
+    if len(x) < w:
+        return np.full(len(x), np.nan)
+    ranks = pd.Series(x).rolling(w, min_periods=w).rank(method="average").to_numpy() / w
+    ranks[_has_nan(x, w)] = np.nan
+    return ranks
+
+
+def _regression(y: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slope, R² and last residual of y on time 1…w in each window (y centred on its window mean)."""
+    mean = rolling_mean(y, w)
+    xc = np.arange(w, dtype=np.float64) - (w - 1) / 2.0  # oldest … newest, centred
+    sxx = float(np.sum(xc * xc))
+    sxy = np.zeros(len(y))
+    syy = np.zeros(len(y))
+    for j in range(w):  # row t-j has x = xc[w-1-j]
+        dev = lag(y, j) - mean
+        sxy += xc[w - 1 - j] * dev
+        syy += dev * dev
+    slope = sxy / sxx
+    rsq = sxy * sxy / (sxx * syy)
+    resi = (y - mean) - slope * xc[-1]
+    return slope, rsq, resi
+
+
+def _corr(a: np.ndarray, b: np.ndarray, w: int) -> np.ndarray:
+    """Pearson correlation inside each window (two-pass: deviations from the window means)."""
+    ma, mb = rolling_mean(a, w), rolling_mean(b, w)
+    sab = np.zeros(len(a))
+    saa = np.zeros(len(a))
+    sbb = np.zeros(len(a))
+    for j in range(w):
+        da, db = lag(a, j) - ma, lag(b, j) - mb
+        sab += da * db
+        saa += da * da
+        sbb += db * db
+    return sab / np.sqrt(saa * sbb)
+
+
+def _indicator(condition: np.ndarray, defined: np.ndarray) -> np.ndarray:
+    return np.where(defined, condition.astype(np.float64), np.nan)
+
+
+# ----------------------------------------------------------------------------------------- compute
+
+
+def compute(bars: BarArrays, p: FeatureParams, known: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """All 158 columns; ``known`` (other families' features) is not used."""
+    o, h, lo, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
+    out: dict[str, np.ndarray] = {}
+    rng = h - lo + EPS
+    top, bottom = np.maximum(o, c), np.minimum(o, c)
+    out["KMID"] = (c - o) / o
+    out["KLEN"] = (h - lo) / o
+    out["KMID2"] = (c - o) / rng
+    out["KUP"] = (h - top) / o
+    out["KUP2"] = (h - top) / rng
+    out["KLOW"] = (bottom - lo) / o
+    out["KLOW2"] = (bottom - lo) / rng
+    out["KSFT"] = (2 * c - h - lo) / o
+    out["KSFT2"] = (2 * c - h - lo) / rng
+    out["OPEN0"] = o / c
+    out["HIGH0"] = h / c
+    out["LOW0"] = lo / c
+    out["VWAP0"] = ((h + lo + c) / 3.0) / c
+
+    prev_c, prev_v = lag(c, 1), lag(v, 1)
+    dc, dv = c - prev_c, v - prev_v
+    has_dc = ~np.isnan(dc)
+    up, down = _indicator(dc > 0, has_dc), _indicator(dc < 0, has_dc)
+    gain, loss, move = np.maximum(dc, 0.0), np.maximum(-dc, 0.0), np.abs(dc)
+    vgain, vloss, vmove = np.maximum(dv, 0.0), np.maximum(-dv, 0.0), np.abs(dv)
+    log_v1 = np.log(v + 1.0)
+    ratio_c = c / prev_c
+    log_ratio_v = np.log(v / prev_v + 1.0)
+    weighted = np.abs(ratio_c - 1.0) * v
+    v_eps = v + EPS
+
+    for d in WINDOWS:
+        out[f"ROC{d}"] = lag(c, d) / c
+        out[f"MA{d}"] = rolling_mean(c, d) / c
+        out[f"STD{d}"] = rolling_std(c, d) / c
+        slope, rsq, resi = _regression(c, d)
+        out[f"BETA{d}"] = slope / c
+        out[f"RSQR{d}"] = rsq
+        out[f"RESI{d}"] = resi / c
+        hi_d = _rolling_extreme(h, d, np.maximum)
+        lo_d = _rolling_extreme(lo, d, np.minimum)
+        out[f"MAX{d}"] = hi_d / c
+        out[f"MIN{d}"] = lo_d / c
+        out[f"QTLU{d}"] = _rolling_quantile(c, d, 0.8) / c
+        out[f"QTLD{d}"] = _rolling_quantile(c, d, 0.2) / c
+        out[f"RANK{d}"] = _rolling_rank_pct(c, d)
+        out[f"RSV{d}"] = (c - lo_d) / (hi_d - lo_d + EPS)
+        imax = _rolling_argextreme(h, d, np.greater)
+        imin = _rolling_argextreme(lo, d, np.less)
+        out[f"IMAX{d}"] = imax / d
+        out[f"IMIN{d}"] = imin / d
+        out[f"IMXD{d}"] = (imax - imin) / d
+        out[f"CORR{d}"] = _corr(c, log_v1, d)
+        out[f"CORD{d}"] = _corr(ratio_c, log_ratio_v, d)
+        cntp, cntn = rolling_mean(up, d), rolling_mean(down, d)
+        out[f"CNTP{d}"] = cntp
+        out[f"CNTN{d}"] = cntn
+        out[f"CNTD{d}"] = cntp - cntn
+        s_gain, s_loss, s_move = rolling_sum(gain, d), rolling_sum(loss, d), rolling_sum(move, d) + EPS
+        out[f"SUMP{d}"] = s_gain / s_move
+        out[f"SUMN{d}"] = s_loss / s_move
+        out[f"SUMD{d}"] = (s_gain - s_loss) / s_move
+        out[f"VMA{d}"] = rolling_mean(v, d) / v_eps
+        out[f"VSTD{d}"] = rolling_std(v, d) / v_eps
+        out[f"WVMA{d}"] = rolling_std(weighted, d) / (rolling_mean(weighted, d) + EPS)
+        sv_gain, sv_loss = rolling_sum(vgain, d), rolling_sum(vloss, d)
+        sv_move = rolling_sum(vmove, d) + EPS
+        out[f"VSUMP{d}"] = sv_gain / sv_move
+        out[f"VSUMN{d}"] = sv_loss / sv_move
+        out[f"VSUMD{d}"] = (sv_gain - sv_loss) / sv_move
+    return out
