@@ -281,15 +281,15 @@ class DataPlane:
         return {**base, **env}
 
     def _rewrite(self, text: str, root: Path) -> str:
-        """Service URLs → loopback proxies; image paths → this machine's files; /tmp → the pod's tmp."""
-        text = SERVICE_URL.sub(
+        """Image paths → this machine's files; /tmp → the pod's tmp; service URLs → loopback proxies."""
+        for inside, outside in self.files.items():
+            if text == inside or text.startswith(inside):
+                return str(outside) + text[len(inside) :]
+        if text == "/tmp" or text.startswith("/tmp/"):
+            return str(root / "tmp") + text[len("/tmp") :]
+        return SERVICE_URL.sub(
             lambda m: self.service_url(m.group(1)) if m.group(1) in self._services else m.group(0), text
         )
-        for inside, outside in self.files.items():
-            text = text.replace(inside, str(outside))
-        if text == "/tmp" or text.startswith("/tmp/"):
-            text = str(root / "tmp") + text[len("/tmp") :]
-        return text
 
     def _spawn(self, pod: dict[str, Any], argv_rewrite: Any) -> PodProcess:
         meta = pod["metadata"]
