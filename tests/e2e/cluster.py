@@ -422,10 +422,18 @@ class Cluster:
     def get(self, kind: str, name: str, namespace: str) -> dict[str, Any]:
         return json.loads(self.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)
 
-    def events(self, namespace: str, involved: str) -> list[str]:
-        """The controller's events about ``involved`` (a name), oldest first, as 'Reason: message'."""
+    def events(self, namespace: str, involved: str, since: float = 0.0, kind: str = "Rollout") -> list[str]:
+        """Events about the ``kind`` named ``involved``, last seen at or after ``since`` (epoch s), oldest
+        first, as 'Reason: message'."""
         items = self.api.items(f"/api/v1/namespaces/{namespace}/events")
-        mine = [e for e in items if e.get("involvedObject", {}).get("name") == involved]
+        cutoff = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since))
+        mine = [
+            e
+            for e in items
+            if e.get("involvedObject", {}).get("name") == involved
+            and e.get("involvedObject", {}).get("kind") == kind
+            and (e.get("lastTimestamp") or e.get("eventTime") or "") >= cutoff
+        ]
         mine.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
         return [f"{e.get('reason')}: {e.get('message')}" for e in mine]
 

@@ -156,9 +156,30 @@ class Environment:
     def render(self) -> str:
         return self.cluster.kubectl("kustomize", str(self.overlay)).stdout
 
+    def application(self) -> dict[str, Any]:
+        return yaml.safe_load(
+            (self.repo / "rollouts" / "argocd" / f"application-{self.env}.yaml").read_text()
+        )
+
     def sync(self) -> None:
-        """What Argo CD's sync does with the committed overlay: server-side apply of the rendered objects."""
-        self.cluster.apply(self.render())
+        """What Argo CD's sync does with the committed overlay, per this environment's Application: a
+        server-side apply of the rendered objects in which every ``ignoreDifferences`` field of an object
+        that already exists keeps its live value (``RespectIgnoreDifferences=true``)."""
+        app = self.application()
+        options = set(app["spec"]["syncPolicy"].get("syncOptions") or [])
+        assert {"ServerSideApply=true", "RespectIgnoreDifferences=true"} <= options, options
+        objects = [o for o in yaml.safe_load_all(self.render()) if o]
+        for obj in objects:
+            respect_ignored(obj, app["spec"].get("ignoreDifferences") or [], self._live(obj))
+        self.cluster.apply(yaml.safe_dump_all(objects, sort_keys=False))
+
+    def _live(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        group, _, version = obj["apiVersion"].rpartition("/")
+        plural = {"Service": "services", "Rollout": "rollouts"}.get(obj["kind"])
+        if plural is None:
+            return None
+        base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        return self.cluster.api.find(f"{base}/namespaces/{self.namespace}/{plural}/{obj['metadata']['name']}")
 
     # --- what the API server says --------------------------------------------------------------------------
 
@@ -251,6 +272,27 @@ class Environment:
         finally:
             stop.set()
             thread.join(timeout=5)
+
+
+def respect_ignored(obj: dict[str, Any], rules: list[dict[str, Any]], live: dict[str, Any] | None) -> None:
+    """Argo CD's RespectIgnoreDifferences: an ignored field of an existing object is applied as it is live."""
+    if live is None:
+        return
+    group = obj["apiVersion"].rpartition("/")[0]
+    for rule in rules:
+        if rule.get("group", "") != group or rule.get("kind") != obj["kind"]:
+            continue
+        if rule.get("name") not in (None, obj["metadata"]["name"]):
+            continue
+        for pointer in rule.get("jsonPointers") or []:
+            keys = pointer.strip("/").split("/")
+            source, target = live, obj
+            for key in keys[:-1]:
+                source, target = (source or {}).get(key), target.setdefault(key, {})
+            if isinstance(source, dict) and keys[-1] in source:
+                target[keys[-1]] = source[keys[-1]]
+            else:
+                target.pop(keys[-1], None)
 
 
 def route_state(vs: dict[str, Any]) -> RouteState:

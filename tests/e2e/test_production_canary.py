@@ -163,6 +163,7 @@ def test_bad_canary_is_aborted_by_its_analysis_and_rolled_back(
 ) -> None:
     env = production
     previous = env.pinned()
+    started = time.time() - 1
     with env.route_recorder() as states:
         stable, canary = _start_canary(env, version)
         aborted = env.wait_rollout(
@@ -192,7 +193,7 @@ def test_bad_canary_is_aborted_by_its_analysis_and_rolled_back(
     wait_for(
         lambda: env.replica_set(canary)["spec"].get("replicas") == 0, 90, "canary ReplicaSet scaled to 0"
     )
-    events = env.cluster.events(env.namespace, ROLLOUT)
+    events = env.cluster.events(env.namespace, ROLLOUT, since=started)
 
     # The person on call: `autotrader rollback`, then the sync applies the restoring commit.
     env.rollback()
@@ -252,15 +253,21 @@ def test_the_controller_refuses_a_broken_manifest(cluster: Cluster, break_it: An
     cluster.api.create(
         "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
     )
-    cluster.apply(yaml.safe_dump_all(objects, sort_keys=False))
+    # What the Rollout references first (as Argo CD's sync waves would order it), then the Rollout.
+    cluster.apply(yaml.safe_dump_all([o for o in objects if o["kind"] != "Rollout"], sort_keys=False))
+    cluster.apply(yaml.safe_dump_all([o for o in objects if o["kind"] == "Rollout"], sort_keys=False))
+    seen: list[str] = []
 
     def invalid() -> str | None:
         rollout = cluster.api.get(f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/rollouts/{ROLLOUT}")
         for cond in rollout.get("status", {}).get("conditions") or []:
             if cond["type"] == "InvalidSpec" and cond["status"] == "True":
-                return str(cond["message"])
+                seen.append(str(cond["message"]))
+                return str(cond["message"]) if expected in cond["message"] else None
         return None
 
-    message = wait_for(invalid, 60, f"InvalidSpec for {break_it.__name__}")
-    assert expected in message, message
+    try:
+        wait_for(invalid, 60, f"InvalidSpec naming {expected!r}")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; InvalidSpec messages seen: {sorted(set(seen))}") from exc
     assert cluster.api.items(f"/apis/apps/v1/namespaces/{namespace}/replicasets") == []

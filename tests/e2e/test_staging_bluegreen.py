@@ -45,7 +45,7 @@ def _selector_hash(env: Environment, service: str) -> str | None:
 def test_preview_passes_integration_then_active_switches_and_old_stays_24h(staging: Environment) -> None:
     env = staging
     old = env.rollout()["status"]["stableRS"]
-    assert _selector_hash(env, ACTIVE) == old
+    wait_for(lambda: _selector_hash(env, ACTIVE) == old, 60, "active service on the first ReplicaSet")
     env.promote(NEW_GOOD)
     env.sync()
     new = env.wait_rollout(lambda r: r["status"].get("currentPodHash") not in (None, old), 60, "new hash")[
@@ -75,8 +75,8 @@ def test_preview_passes_integration_then_active_switches_and_old_stays_24h(stagi
 
 def test_failing_pre_promotion_analysis_leaves_the_active_service_untouched(staging: Environment) -> None:
     env = staging
-    active = _selector_hash(env, ACTIVE)
     stable = env.rollout()["status"]["stableRS"]
+    active = wait_for(lambda: _selector_hash(env, ACTIVE), 60, "active service selector")
     assert active == stable
     env.promote(STAGING_ERRORING)
     env.sync()
