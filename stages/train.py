@@ -18,6 +18,7 @@ from autotrader import registry
 from autotrader.atomic import atomic_dir, guard_output, write_json
 from autotrader.console import console, progress, stage_main
 from autotrader.faults import fault_point
+from autotrader.features.contract import feature_set_record
 from autotrader.modeling import train as training
 from autotrader.modeling.dataset import read_prepared, window_spans
 from autotrader.modeling.lineage import data_version, git_commit, model_hash
@@ -141,7 +142,7 @@ def train(params: Params) -> int:
             mlflow.log_metric(f"cv.{name}.{params.train.cv_metric}_mean", cand.mean)
         mlflow.log_metrics(finite_metrics({f"valid.{k}": v for k, v in result.valid_scores.items()}))
         X = prepared.parts["train"][features]
-        model_info = log_model(result.model, X)
+        model_info = log_model(result.model, X, feature_set=feature_set_record(prepared.info))
         summary.update(run_id=run.info.run_id, model_id=model_info.model_id, model_uri=model_info.model_uri)
         mlflow.log_text(render(params, training=summary, prepared=prepared.info), CARD_ARTIFACT)
         mlflow.log_dict(prepared.info, "prepared/splits.json")

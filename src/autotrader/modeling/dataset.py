@@ -143,6 +143,10 @@ def prepare(params: Params, root: str | None = None) -> Prepared:
         "interval": meta.get("interval"),
         "features": features,
         "feature_set_version": meta.get("feature_set_version"),
+        # what the server needs to compute the same features from bars (features/contract.py)
+        "feature_params": meta.get("feature_params"),
+        "feature_fingerprint": meta.get("fingerprint"),
+        "warmup_bars": meta.get("warmup_bars"),
         "store_source_hash": meta.get("source_hash"),
         "splits": {name: describe(parts[name]) for name in SPLITS},
     }

@@ -138,8 +138,15 @@ def feature_bounds(X: pd.DataFrame) -> dict[str, list[float] | None]:
     return out
 
 
-def log_model(model: Any, X: pd.DataFrame, name: str = MODEL_ARTIFACT) -> LoggedModel:
-    """Log the sklearn Pipeline into the active run with a signature (feature columns → class) and an example."""
+def log_model(
+    model: Any, X: pd.DataFrame, name: str = MODEL_ARTIFACT, feature_set: Mapping[str, Any] | None = None
+) -> LoggedModel:
+    """Log the sklearn Pipeline into the active run with a signature (feature columns → class) and an example.
+
+    ``feature_set`` (``autotrader.features.contract.feature_set_record``: the store's feature params,
+    their hash, interval, fingerprint, warm-up) goes into the MLmodel metadata, so the server's
+    bars-in endpoint computes exactly the features this model was trained on.
+    """
     import mlflow
     from mlflow.models import infer_signature
 
@@ -153,7 +160,10 @@ def log_model(model: Any, X: pd.DataFrame, name: str = MODEL_ARTIFACT) -> Logged
         pip_requirements=pip_requirements(),
         serialization_format="skops",
         skops_trusted_types=skops_trusted_types(model) or None,
-        metadata={FEATURE_BOUNDS_KEY: feature_bounds(X)},
+        metadata={
+            FEATURE_BOUNDS_KEY: feature_bounds(X),
+            **({"feature_set": dict(feature_set)} if feature_set else {}),
+        },
     )
     return LoggedModel(run_id=info.run_id, model_id=getattr(info, "model_id", None), model_uri=info.model_uri)
 
