@@ -40,6 +40,7 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from autotrader.errors import ConfigError
+from autotrader.serving.bars import BarsService
 from autotrader.serving.metrics import CLIENT_CLOSED, CONTENT_TYPE, MetricsMiddleware, ServingMetrics
 from autotrader.serving.model import (
     DEFAULT_BOUNDS_MARGIN,
@@ -60,7 +61,7 @@ from autotrader.serving.schemas import (
 
 log = logging.getLogger("autotrader.serving")
 
-ROUTES = frozenset({"/", "/predict", "/healthz", "/readyz", "/metrics"})
+ROUTES = frozenset({"/", "/predict", "/predict/bars", "/healthz", "/readyz", "/metrics"})
 _LABELS = ("short", "flat", "long")  # index = signal + 1
 
 
@@ -79,11 +80,15 @@ class ServerConfig:
     threads: int = 1  # OpenMP/BLAS threads per prediction (see model.limit_threads); 0 = library default
     predict_workers: int = 4  # predictions running at once (worker threads), beside the event loop
     inline_max_bytes: int = 16 * 1024  # smaller bodies for a fast-path model run on the event loop; 0 = never
+    bars_inline_max_bytes: int = 128 * 1024  # the same for /predict/bars (one or two instruments' windows)
     header_timeout_s: float = 10.0  # request line + headers must arrive within this (protocol.py): else 408
     body_timeout_s: float = 10.0  # the body must arrive within this once the headers are in: else 408
     max_connections: int = 1024  # open connections beyond this are answered 503 and closed (protocol.py)
     max_clock_skew_s: float = 120.0  # a bar dated further than this into the future is refused (422)
     bounds_margin: float = DEFAULT_BOUNDS_MARGIN  # feature values beyond training range ± this × span: 422
+    # feature params this deployment expects (JSON object); each must equal the model's recorded one,
+    # else /predict/bars is a 409 naming it (bars.py). None: the model's recorded params are used.
+    feature_params: Mapping[str, Any] | None = None
 
     @classmethod
     def from_env(
@@ -96,7 +101,8 @@ class ServerConfig:
         """``MODEL_URI``, ``MODEL_VERSION``, ``MODEL_LOAD_ATTEMPTS``, ``MODEL_LOAD_BACKOFF_S``, ``MODEL_LOAD_TIMEOUT_S``,
         ``MODEL_THREADS``, ``PREDICT_WORKERS``, ``PREDICT_INLINE_MAX_BYTES``,
         ``REQUEST_HEADER_TIMEOUT_S``, ``REQUEST_BODY_TIMEOUT_S``, ``MAX_CONNECTIONS``,
-        ``PREDICT_MAX_CLOCK_SKEW_S``, ``FEATURE_BOUNDS_MARGIN`` (arguments win over the environment)."""
+        ``PREDICT_MAX_CLOCK_SKEW_S``, ``FEATURE_BOUNDS_MARGIN``, ``FEATURE_PARAMS`` (arguments win over the
+        environment)."""
         env = os.environ if env is None else env
         uri = model_uri or env.get("MODEL_URI") or None
         version = version_label(uri or "", model_version or env.get("MODEL_VERSION") or None)
@@ -114,6 +120,7 @@ class ServerConfig:
             max_connections=int(_positive(env, "MAX_CONNECTIONS", 1024)),
             max_clock_skew_s=_number(env, "PREDICT_MAX_CLOCK_SKEW_S", 120.0),
             bounds_margin=_number(env, "FEATURE_BOUNDS_MARGIN", DEFAULT_BOUNDS_MARGIN),
+            feature_params=_json_object(env, "FEATURE_PARAMS"),
         )
 
 
@@ -128,6 +135,20 @@ def _number(env: Mapping[str, str], key: str, default: float) -> float:
         raise ConfigError(f"environment variable {key}={raw!r} is not a number") from exc
     if value < 0 or value != value:
         raise ConfigError(f"environment variable {key}={raw!r} must be ≥ 0")
+    return value
+
+
+def _json_object(env: Mapping[str, str], key: str) -> dict[str, Any] | None:
+    """A JSON-object environment variable (e.g. ``FEATURE_PARAMS='{"rsi_window": 14}'``), or None."""
+    raw = env.get(key)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {key} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"environment variable {key} must be a JSON object, got {type(value).__name__}")
     return value
 
 
@@ -162,7 +183,7 @@ class PredictionService:
         self.executor = ThreadPoolExecutor(max_workers=config.predict_workers, thread_name_prefix="predict")
         self._local = threading.local()
 
-    def inline(self, body: bytes) -> bool:
+    def inline(self, body: bytes, limit: int | None = None) -> bool:
         """Run this request on the event loop? Only a small body for an sklearn fast-path model.
 
         A single-row prediction of an sklearn model here costs ~0.2 ms of CPU (flat HGB walk) to
@@ -172,21 +193,28 @@ class PredictionService:
         so they can never stall /metrics or the probes.
         """
         model = self.loader.state.model
-        return model is not None and model.estimator is not None and len(body) <= self.config.inline_max_bytes
+        limit = self.config.inline_max_bytes if limit is None else limit
+        return model is not None and model.estimator is not None and len(body) <= limit
 
     def handle(self, body: bytes) -> tuple[int, dict[str, Any]]:
         model = self.loader.state.model
         if model is None:
             return 503, {"detail": f"model not ready: {self.loader.state.reason}"}
-        if not getattr(self._local, "limited", False):
-            limit_threads(self.config.threads)  # once per worker thread: OpenMP's setting is per thread
-            self._local.limited = True
         try:
             instances = parse_request(body, self.config.max_batch)
             self._check_clock(instances)
             frame = model.frame(instances)
         except RequestError as exc:
             return exc.status, exc.body()
+        return self.predict_inputs(model, instances, frame)
+
+    def predict_inputs(
+        self, model: LoadedModel, instances: list[Any], frame: Any
+    ) -> tuple[int, dict[str, Any]]:
+        """Checked model inputs → signals, counted and scored (shared with /predict/bars)."""
+        if not getattr(self._local, "limited", False):
+            limit_threads(self.config.threads)  # once per worker thread: OpenMP's setting is per thread
+            self._local.limited = True
         try:
             signals = model.predict(frame)
         except RequestError as exc:  # the model's input transform overflowed on this input (model.py)
@@ -280,6 +308,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     )
     loader.on_ready.append(lambda _model: metrics.ready.set(1))
     service = PredictionService(config, loader, metrics)
+    bars = BarsService(service, config.feature_params)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -296,6 +325,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.state.loader = loader
     app.state.metrics = metrics
     app.state.service = service
+    app.state.bars = bars
 
     @app.get("/")
     async def index() -> Response:
@@ -330,6 +360,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
                 "model_version": config.model_version,
                 "load_seconds": round(state.seconds or 0.0, 3),
                 "features": list(columns) if columns is not None else None,
+                "bars": bars.status(),
             },
         )
 
@@ -360,6 +391,34 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         else:
             loop = asyncio.get_running_loop()
             status, payload = await loop.run_in_executor(service.executor, service.handle, body)
+        return _json(status, payload)
+
+    @app.post(
+        "/predict/bars",
+        responses={
+            200: {"description": "one signal per instrument, for its newest bar"},
+            409: {"description": "the model's recorded feature params cannot be served exactly (named)"},
+            413: {"description": "too many instruments or bars, or body too large"},
+            422: {"description": "bad bars: the validation rule, instrument and bar; or too few bars"},
+            503: {"description": "model not loaded yet, or failed to load"},
+        },
+    )
+    async def predict_bars(request: Request) -> Response:
+        """``{"bars": [{timestamp, broker, symbol, open, high, low, close, volume, spread}, ...]}`` → signals.
+
+        Each instrument's bars oldest first: the newest and the warm-up before it (bars.py)."""
+        try:
+            body = await _read_body(request, config.max_body_bytes, config.body_timeout_s)
+        except RequestError as exc:
+            response = _json(exc.status, exc.body())
+            if exc.status in (408, 413):
+                response.headers["connection"] = "close"
+            return response
+        if service.inline(body, config.bars_inline_max_bytes):
+            status, payload = bars.handle(body)
+        else:
+            loop = asyncio.get_running_loop()
+            status, payload = await loop.run_in_executor(service.executor, bars.handle, body)
         return _json(status, payload)
 
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=ROUTES)
