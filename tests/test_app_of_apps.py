@@ -357,16 +357,21 @@ def test_serving_is_hardened(env, children) -> None:
     assert {("UDP", 53), ("TCP", 53), ("TCP", 5000), ("TCP", 443)} <= ports
     pdb = one(objects, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    hpa = one(objects, "HorizontalPodAutoscaler")
+    ignored = children[env].app["spec"]["ignoreDifferences"]
+    assert {"group": "argoproj.io", "kind": "Rollout", "jsonPointers": ["/spec/replicas"]} in ignored
+    assert "RespectIgnoreDifferences=true" in children[env].app["spec"]["syncPolicy"]["syncOptions"]
+    hpas = find(objects, "HorizontalPodAutoscaler")
+    if env == "autotrader-staging" and not hpas:
+        # Staging runs one preview pod (its integration suite reads the preview's own /metrics): no HPA.
+        assert one(objects, "Rollout")["spec"]["replicas"] >= 1
+        return
+    (hpa,) = hpas
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",
         "name": rollout["metadata"]["name"],
     }
     assert hpa["spec"]["minReplicas"] >= 2 and pdb["spec"]["maxUnavailable"] < hpa["spec"]["minReplicas"]
-    ignored = children[env].app["spec"]["ignoreDifferences"]
-    assert {"group": "argoproj.io", "kind": "Rollout", "jsonPointers": ["/spec/replicas"]} in ignored
-    assert "RespectIgnoreDifferences=true" in children[env].app["spec"]["syncPolicy"]["syncOptions"]
 
 
 @pytest.mark.parametrize("env", ["autotrader-staging", "autotrader-production"])
