@@ -83,16 +83,16 @@ from autotrader.features.alpha158 import names
 from autotrader.params import FeatureParams
 work = sys.argv[1]
 params = FeatureParams(families=("alpha158",))
-bars = pd.read_parquet(f"{work}/bars.parquet")
+keys = sorted(set(pd.read_parquet(f"{work}/bars.parquet", columns=["key"])["key"]))
 seconds, rows = 0.0, 0
-for key, frame in bars.groupby("key", sort=True):
-    frame = frame.drop(columns="key").reset_index(drop=True)
+for key in keys:  # one instrument at a time, as the store does
+    frame = pd.read_parquet(f"{work}/bars.parquet", filters=[("key", "=", key)]).drop(columns="key")
     t0 = time.perf_counter()
     values = compute_feature_arrays(frame, params)
     seconds += time.perf_counter() - t0
     rows += len(frame)
-    np.save(f"{work}/ours_{key}.npy", np.column_stack([values[n] for n in names()]))
-    del values
+    np.savez(f"{work}/ours_{key}.npz", **values)  # column by column: no second copy of the matrix
+    del values, frame
 print(json.dumps({"compute_s": seconds, "rows": rows, "features": len(names())}))
 """
 
@@ -197,7 +197,8 @@ def compare(work: Path, bars: pd.DataFrame) -> dict[str, dict[str, Any]]:
     theirs_all, insts = qlib["values"], qlib["instruments"]
     stats = {n: {"max_rel": 0.0, "worst_value": None, "one_side_nan": 0, "compared": 0} for n in names}
     for key in sorted(bars["key"].unique()):
-        ours = np.load(work / f"ours_{key}.npy")
+        saved = np.load(work / f"ours_{key}.npz")
+        ours = np.column_stack([saved[n] for n in names])
         theirs = (
             theirs_all[insts == key.lower()] if (insts == key.lower()).any() else theirs_all[insts == key]
         )

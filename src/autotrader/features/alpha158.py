@@ -16,8 +16,9 @@ rules instead of qlib's:
 * **VWAP.** Bars carry no traded value, so ``VWAP0`` uses the typical price (high+low+close)/3 as
   the bar's VWAP; the qlib comparison (bench/peer_qlib.py) writes the same proxy as qlib's ``$vwap``.
 
-Why numpy and not polars/numba: neither is in the lock. pandas is used only for the rolling rank
-(an O(log w) skip list per row); everything else is a handful of vectorised passes per window.
+Why numpy and not polars/numba: neither is in the lock (numba would fuse each window's passes into
+one loop; polars' rolling kernels keep running totals, which breaks the bit-for-bit rule). Every
+operator here is a few vectorised numpy passes per window offset, on views, without temporaries.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
 
 from autotrader.features.spec import BarArrays, FeatureSpec
 from autotrader.features.windows import lag, rolling_mean, rolling_std, rolling_sum
@@ -139,78 +139,118 @@ def _rolling_extreme(x: np.ndarray, w: int, pick: Callable[..., np.ndarray]) -> 
     return out
 
 
+def _window_rows(x: np.ndarray, w: int, k: int) -> np.ndarray:
+    """For every complete window (rows w-1 … n-1), its k-th row counted from the oldest (k = 0 … w-1): a view."""
+    return x[k : len(x) - w + 1 + k]
+
+
+def _complete(values: np.ndarray, n: int, w: int) -> np.ndarray:
+    """Values of the complete windows placed at rows w-1 … n-1; the first w-1 rows NaN."""
+    out = np.full(n, np.nan)
+    out[w - 1 :] = values
+    return out
+
+
 def _rolling_argextreme(x: np.ndarray, w: int, better: Callable[..., np.ndarray]) -> np.ndarray:
     """1-based position of the window's max (or min) counted from its oldest row; the earliest on ties."""
-    best = lag(x, w - 1)
-    pos = np.ones(len(x))
-    for j in range(w - 2, -1, -1):  # from the second-oldest to the newest row of the window
-        value = lag(x, j)
-        take = better(value, best)
-        best = np.where(take, value, best)
-        pos[take] = w - j
-    pos[_has_nan(x, w)] = np.nan
-    return pos
-
-
-def _rolling_quantile(x: np.ndarray, w: int, q: float) -> np.ndarray:
-    """pandas' linear-interpolation rolling quantile, from the sorted window (blocks of rows)."""
     n = len(x)
-    out = np.full(n, np.nan)
     if n < w:
-        return out
-    rank = q * (w - 1)
-    lo = int(rank)
-    frac = rank - lo
-    hi = min(lo + 1, w - 1)
-    windows = np.lib.stride_tricks.sliding_window_view(x, w)
-    for start in range(0, len(windows), _CHUNK):
-        block = np.partition(windows[start : start + _CHUNK], sorted({lo, hi}), axis=1)
-        vlow = block[:, lo]
-        out[w - 1 + start : w - 1 + start + len(block)] = (
-            vlow if frac == 0 else vlow + (block[:, hi] - vlow) * frac
-        )
+        return np.full(n, np.nan)
+    best = _window_rows(x, w, 0).copy()
+    pos = np.ones(n - w + 1)
+    take = np.empty(n - w + 1, dtype=bool)
+    for k in range(1, w):  # from the second-oldest to the newest row of the window
+        value = _window_rows(x, w, k)
+        better(value, best, out=take)
+        np.copyto(best, value, where=take)
+        pos[take] = k + 1
+    out = _complete(pos, n, w)
     out[_has_nan(x, w)] = np.nan
     return out
 
 
+def _rolling_quantiles(x: np.ndarray, w: int, qs: tuple[float, ...]) -> list[np.ndarray]:
+    """pandas' linear-interpolation rolling quantiles, from one partial sort of each window (blocks of rows)."""
+    n = len(x)
+    outs = [np.full(n, np.nan) for _ in qs]
+    if n < w:
+        return outs
+    plan = []
+    for q in qs:
+        rank = q * (w - 1)  # pandas: idx = q·(nobs−1); low + (high − low)·(idx − floor(idx))
+        lo = int(rank)
+        plan.append((lo, min(lo + 1, w - 1), rank - lo))
+    kth = sorted({k for lo, hi, _ in plan for k in (lo, hi)})
+    windows = np.lib.stride_tricks.sliding_window_view(x, w)
+    for start in range(0, len(windows), _CHUNK):
+        block = np.partition(windows[start : start + _CHUNK], kth, axis=1)
+        rows = slice(w - 1 + start, w - 1 + start + len(block))
+        for out, (lo, hi, frac) in zip(outs, plan, strict=True):
+            vlow = block[:, lo]
+            out[rows] = vlow if frac == 0 else vlow + (block[:, hi] - vlow) * frac
+    has_nan = _has_nan(x, w)
+    for out in outs:
+        out[has_nan] = np.nan
+    return outs
+
+
 def _rolling_rank_pct(x: np.ndarray, w: int) -> np.ndarray:
-    """scipy's percentileofscore(window, x[t], kind='rank') / 100: average 1-based rank of x[t] over w."""
-    if len(x) < w:
-        return np.full(len(x), np.nan)
-    ranks = pd.Series(x).rolling(w, min_periods=w).rank(method="average").to_numpy() / w
-    ranks[_has_nan(x, w)] = np.nan
-    return ranks
+    """scipy's percentileofscore(window, x[t], kind='rank') / 100: (below + (equal + 1)/2) / w.
+
+    Counted by comparing x[t] with each older row of its window: integers, so exact and window-local.
+    """
+    n = len(x)
+    if n < w:
+        return np.full(n, np.nan)
+    last = _window_rows(x, w, w - 1)
+    below = np.zeros(n - w + 1)
+    equal = np.zeros(n - w + 1)
+    for k in range(w - 1):
+        older = _window_rows(x, w, k)
+        below += older < last
+        equal += older == last
+    out = _complete((below + equal / 2.0 + 1.0) / w, n, w)  # x[t] itself: one more equal value
+    out[_has_nan(x, w)] = np.nan
+    return out
 
 
 def _regression(y: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Slope, R² and last residual of y on time 1…w in each window (y centred on its window mean)."""
-    mean = rolling_mean(y, w)
+    n = len(y)
+    if n < w:
+        nan = np.full(n, np.nan)
+        return nan, nan.copy(), nan.copy()
+    mean = rolling_mean(y, w)[w - 1 :]
     xc = np.arange(w, dtype=np.float64) - (w - 1) / 2.0  # oldest … newest, centred
     sxx = float(np.sum(xc * xc))
-    sxy = np.zeros(len(y))
-    syy = np.zeros(len(y))
-    for j in range(w):  # row t-j has x = xc[w-1-j]
-        dev = lag(y, j) - mean
-        sxy += xc[w - 1 - j] * dev
+    sxy = np.zeros(n - w + 1)
+    syy = np.zeros(n - w + 1)
+    dev = np.empty(n - w + 1)
+    for k in range(w):  # k-th row of each window, from the oldest
+        np.subtract(_window_rows(y, w, k), mean, out=dev)
+        sxy += xc[k] * dev
         syy += dev * dev
     slope = sxy / sxx
     rsq = sxy * sxy / (sxx * syy)
-    resi = (y - mean) - slope * xc[-1]
-    return slope, rsq, resi
+    resi = (_window_rows(y, w, w - 1) - mean) - slope * xc[-1]
+    return _complete(slope, n, w), _complete(rsq, n, w), _complete(resi, n, w)
 
 
 def _corr(a: np.ndarray, b: np.ndarray, w: int) -> np.ndarray:
     """Pearson correlation inside each window (two-pass: deviations from the window means)."""
-    ma, mb = rolling_mean(a, w), rolling_mean(b, w)
-    sab = np.zeros(len(a))
-    saa = np.zeros(len(a))
-    sbb = np.zeros(len(a))
-    for j in range(w):
-        da, db = lag(a, j) - ma, lag(b, j) - mb
+    n = len(a)
+    if n < w:
+        return np.full(n, np.nan)
+    ma, mb = rolling_mean(a, w)[w - 1 :], rolling_mean(b, w)[w - 1 :]
+    sab, saa, sbb = (np.zeros(n - w + 1) for _ in range(3))
+    da, db = np.empty(n - w + 1), np.empty(n - w + 1)
+    for k in range(w):
+        np.subtract(_window_rows(a, w, k), ma, out=da)
+        np.subtract(_window_rows(b, w, k), mb, out=db)
         sab += da * db
         saa += da * da
         sbb += db * db
-    return sab / np.sqrt(saa * sbb)
+    return _complete(sab / np.sqrt(saa * sbb), n, w)
 
 
 def _indicator(condition: np.ndarray, defined: np.ndarray) -> np.ndarray:
@@ -264,8 +304,9 @@ def compute(bars: BarArrays, p: FeatureParams, known: dict[str, np.ndarray]) -> 
         lo_d = _rolling_extreme(lo, d, np.minimum)
         out[f"MAX{d}"] = hi_d / c
         out[f"MIN{d}"] = lo_d / c
-        out[f"QTLU{d}"] = _rolling_quantile(c, d, 0.8) / c
-        out[f"QTLD{d}"] = _rolling_quantile(c, d, 0.2) / c
+        qtlu, qtld = _rolling_quantiles(c, d, (0.8, 0.2))
+        out[f"QTLU{d}"] = qtlu / c
+        out[f"QTLD{d}"] = qtld / c
         out[f"RANK{d}"] = _rolling_rank_pct(c, d)
         out[f"RSV{d}"] = (c - lo_d) / (hi_d - lo_d + EPS)
         imax = _rolling_argextreme(h, d, np.greater)
