@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from .schema_hint import pytest_runtest_makereport  # noqa: F401  (no schemas: one line, not a traceback)
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 

@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 import yaml
 
-from autotrader.gitops.schemas import find_schema_dir, validate_objects
+from autotrader.gitops.schemas import validate_objects
 from autotrader.orchestration.manifests import Manifest, load_manifests, resolve, template_index
 from autotrader.orchestration.refs import check_references, embedded_objects, reachable
 from autotrader.params import BROKERS, load_params
+
+from .schema_hint import require_schema_dir
 
 REPO = Path(__file__).resolve().parents[1]
 ARGO = REPO / "argo"
@@ -35,7 +37,7 @@ def manifests() -> list[Manifest]:
 
 @pytest.fixture(scope="module")
 def schemas() -> Path:
-    return find_schema_dir(REPO)
+    return require_schema_dir()
 
 
 def by_name(manifests: list[Manifest], name: str) -> Manifest:

@@ -29,8 +29,9 @@ from autotrader.gitops.schemas import (
     validate_objects,
 )
 
+from .schema_hint import require_schema_dir
+
 REPO = Path(__file__).resolve().parents[1]
-SCHEMAS = REPO.parent / "shared" / "schemas"
 FOLDERS = {
     "staging": REPO / "rollouts" / "overlays" / "staging",
     "production": REPO / "rollouts" / "overlays" / "production",
@@ -44,7 +45,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def schema_dir() -> Path:
-    return find_schema_dir(REPO)
+    return require_schema_dir()
 
 
 @pytest.fixture(scope="module")
@@ -155,21 +156,21 @@ def test_schema_dir_lookup_order(tmp_path, monkeypatch) -> None:
         find_schema_dir(repo)
 
 
-def test_fetch_script_downloads_the_files_and_commits_of_sources_md() -> None:
+def test_fetch_script_downloads_the_files_and_commits_of_sources_md(schema_dir: Path) -> None:
     script = REPO / "scripts" / "fetch_schemas.sh"
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
     text = script.read_text() + (REPO / "scripts" / "split_istio_crds.py").read_text()
-    sources = (SCHEMAS / "SOURCES.md").read_text()
+    sources = (schema_dir / "SOURCES.md").read_text()
     for commit in re.findall(r"\b[0-9a-f]{40}\b", sources):
         assert commit in text
     for path in REQUIRED_FILES:
         assert Path(path).name in text
-        assert (SCHEMAS / path).is_file()
+        assert (schema_dir / path).is_file()
 
 
-def test_istio_bundle_split_gives_back_the_shared_files_byte_for_byte(tmp_path) -> None:
-    """fetch_schemas.sh downloads Istio's crd-all.gen.yaml; the split must reproduce ../shared's files."""
-    names = sorted((SCHEMAS / "istio").glob("*-crd.yaml"))
+def test_istio_bundle_split_gives_back_the_shared_files_byte_for_byte(tmp_path, schema_dir: Path) -> None:
+    """fetch_schemas.sh downloads Istio's crd-all.gen.yaml; the split must reproduce the schema folder's files."""
+    names = sorted((schema_dir / "istio").glob("*-crd.yaml"))
     other = (
         "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gateways.x\n"
     )

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from autotrader.gitops.kustomize import one, render
-from autotrader.gitops.schemas import find_schema_dir, validate_objects
+from autotrader.gitops.schemas import validate_objects
+
+from .schema_hint import require_schema_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TRADER = "cluster.local/ns/autotrader-trading/sa/autotrader-trader"
@@ -28,7 +30,7 @@ def production() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def schema_dir() -> Path:
-    return find_schema_dir(REPO)
+    return require_schema_dir()
 
 
 def _pod_labels(objects: list[dict[str, Any]]) -> dict[str, str]:
