@@ -40,6 +40,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "serving.json"
+BARS_RESULTS = REPO / "bench" / "results" / "serving_bars.json"
 BIN = Path(sys.executable).parent
 TARGET_P99_MS = 10.0
 
@@ -188,9 +189,11 @@ async def _request(conn: _Conn, head: bytes, body: bytes) -> int:
     return status
 
 
-async def _open_loop(port: int, bodies: list[bytes], rate: float, duration: float) -> dict[str, Any]:
+async def _open_loop(
+    port: int, bodies: list[bytes], rate: float, duration: float, path: str = "/predict"
+) -> dict[str, Any]:
     head = (
-        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Connection: keep-alive\r\nContent-Length: "
     )
     idle: list[_Conn] = []
@@ -252,23 +255,25 @@ async def _open_loop(port: int, bodies: list[bytes], rate: float, duration: floa
     }
 
 
-def _load_child(port: int, bodies: list[bytes], rate: float, duration: float, out: Any) -> None:
+def _load_child(port: int, bodies: list[bytes], rate: float, duration: float, out: Any, path: str) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(_open_loop(port, bodies, rate, duration))
+    result = asyncio.run(_open_loop(port, bodies, rate, duration, path))
     result["latency_ms"] = result["latency_ms"].tolist()
     result["from_schedule_ms"] = result["from_schedule_ms"].tolist()
     out.put(result)
 
 
-def run_load(port: int, bodies: list[bytes], rate: float, duration: float) -> dict[str, Any]:
+def run_load(
+    port: int, bodies: list[bytes], rate: float, duration: float, path: str = "/predict"
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_load_child, args=(port, bodies, rate, duration, queue))
+    proc = ctx.Process(target=_load_child, args=(port, bodies, rate, duration, queue, path))
     proc.start()
     result = queue.get(timeout=duration + 120)
     proc.join(timeout=30)
@@ -420,10 +425,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-seconds", type=float, default=5.0)
     parser.add_argument("--model", help="an MLflow model folder (default: train a quick one)")
     parser.add_argument("--quick", action="store_true", help="10 s runs")
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", default=None, help=f"default {RESULTS} ({BARS_RESULTS} with --bars)")
+    parser.add_argument(
+        "--bars",
+        action="store_true",
+        help="bars-in (/predict/bars, full warm-up window) vs vectors: bench/serving_bars.py",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration = 10.0
+    if args.bars:
+        from serving_bars import bars_main  # bench/ is on sys.path when run as a script
+
+        return bars_main(args, argv)
+    args.out = args.out or str(RESULTS)
 
     from rich.table import Table
 
