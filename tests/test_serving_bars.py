@@ -357,3 +357,14 @@ def test_too_few_bars_say_how_many_are_needed(sim: Project) -> None:
         naive = [*good[:-1], _shift(good[-1], timestamp=good[-1]["timestamp"][:19])]
         answer = client.post("/predict/bars", json={"bars": naive})
         assert answer.status_code == 422 and "timezone" in answer.text
+
+
+def test_feature_params_come_from_the_environment_as_a_json_object() -> None:
+    from autotrader.errors import ConfigError
+
+    config = ServerConfig.from_env({"MODEL_URI": "models/model", "FEATURE_PARAMS": '{"rsi_window": 10}'})
+    assert config.feature_params == {"rsi_window": 10}
+    assert ServerConfig.from_env({"MODEL_URI": "models/model"}).feature_params is None
+    for bad in ("[1]", "{rsi_window: 10}"):
+        with pytest.raises(ConfigError, match="FEATURE_PARAMS"):
+            ServerConfig.from_env({"MODEL_URI": "models/model", "FEATURE_PARAMS": bad})
