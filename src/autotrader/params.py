@@ -6,10 +6,11 @@ ends up running on the wrong window. DVC's ``-S key=value`` edits params.yaml, s
 
 from __future__ import annotations
 
+import difflib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import pandas as pd
 import yaml
@@ -322,6 +323,26 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
         return Params.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}{_did_you_mean(err)}"
+            for err in exc.errors(include_url=False)
         )
         raise ConfigError(f"{path}: {problems}") from exc
+
+
+def _did_you_mean(err: Any) -> str:
+    """For an unknown key, the closest known key at that level (``train.horizn`` → ``horizon``)."""
+    if err.get("type") != "extra_forbidden":
+        return ""
+    model: Any = Params
+    for part in err["loc"][:-1]:
+        if isinstance(part, int):  # an item of a list of models (data.instruments[2])
+            continue
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        inner = getattr(field, "annotation", None) if field is not None else None
+        inner = next((a for a in get_args(inner) if isinstance(a, type)), inner)
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return ""
+        model = inner
+    known = [f.alias or n for n, f in model.model_fields.items()]
+    close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"

@@ -97,10 +97,27 @@ def mlflow_errors(what: str, uri: str | None = None) -> Iterator[None]:
         raise
 
 
-def connect(params: Params, *, timeout: float = HEALTH_TIMEOUT_S) -> MlflowClient:
-    """A client on the configured tracking server/registry, checked to answer; also the module default."""
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///…`` URI (relative to the current folder), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+def connect(params: Params, *, timeout: float = HEALTH_TIMEOUT_S, must_exist: bool = False) -> MlflowClient:
+    """A client on the configured tracking server/registry, checked to answer; also the module default.
+
+    ``must_exist``: for commands that only read (``deploy check``), a sqlite registry file that is not
+    there is an error, not a new empty ``mlflow.db`` left in the current folder.
+    """
     global _client
     uri = tracking_uri(params)
+    db = sqlite_file(uri)
+    if must_exist and db is not None and not db.is_file():
+        raise RegistryError(
+            f"no MLflow registry at {db} ({uri}); nothing to read there: run the pipeline first, "
+            "or point MLFLOW_TRACKING_URI / mlflow.tracking_uri at the registry"
+        )
     check_reachable(uri, timeout=timeout)
     # Fewer, shorter retries than MLflow's defaults: the server was just seen alive; a failure later
     # should surface in seconds, not minutes.

@@ -192,8 +192,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate = sub.add_parser(
         "validate", help="schema, references and dvc.yaml parity of argo/ (and GitHub workflows)"
     )
-    validate.add_argument("--argo", default=DEFAULT_ARGO)
-    validate.add_argument("--dvc", default="dvc.yaml")
+    validate.add_argument("--argo", default=DEFAULT_ARGO, help="folder of Argo manifests (default: argo)")
+    validate.add_argument("--dvc", default="dvc.yaml", help="the DVC pipeline (default: dvc.yaml)")
     validate.add_argument(
         "--schemas", default=None, help="upstream schema folder (default: ../shared/schemas)"
     )
@@ -204,18 +204,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.set_defaults(func=_validate)
 
     extract = sub.add_parser("extract", help="one broker's share of the extract stage (Argo fan-out step)")
-    extract.add_argument("--broker", required=True, choices=BROKERS)
+    extract.add_argument(
+        "--broker", required=True, choices=BROKERS, help="the broker whose instruments to extract"
+    )
     extract.add_argument("--out", required=True, help="workspace folder; bars go to <out>/<paths.raw>")
     extract.set_defaults(func=_extract)
 
     set_params = sub.add_parser("set-params", help="apply KEY=VALUE overrides to params.yaml (strict)")
-    set_params.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
+    set_params.add_argument(
+        "assignments", nargs="*", metavar="KEY=VALUE", help="dotted params keys and their new values"
+    )
     set_params.set_defaults(func=_set_params)
 
     state = sub.add_parser(
         "state", help="the state hand-off between Argo steps (dvc.lock, metrics/, reports/)"
     )
-    state.add_argument("action", choices=("restore", "save", "check"))
+    state.add_argument(
+        "action",
+        choices=("restore", "save", "check"),
+        help="restore a step's inputs, save its outputs, or check a state is for this data.end",
+    )
     state.add_argument("dir", help="the state folder (an Argo artifact path)")
     state.add_argument("--stages", default="", help="save: the stages this step ran")
     state.add_argument("--outputs", default=None, help="save: also write Argo output parameters here")
@@ -226,6 +234,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     state.set_defaults(func=_state)
 
     notify = sub.add_parser("notify", help="post to the webhook in AUTOTRADER_NOTIFY_WEBHOOK_URL")
-    notify.add_argument("--status", default=None)
-    notify.add_argument("--message", default=None)
+    notify.add_argument("--status", default=None, help="the run's outcome (default: $NOTIFY_STATUS)")
+    notify.add_argument("--message", default=None, help="the text to post (default: $NOTIFY_MESSAGE)")
     notify.set_defaults(func=_notify)

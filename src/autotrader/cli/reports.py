@@ -39,5 +39,13 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("reports", help="list the pipeline's reports and where they are")
+    parser = subparsers.add_parser(
+        "reports",
+        help="list the pipeline's reports and where they are",
+        description=(
+            "A table of the pipeline's human-readable outputs (Data Docs, drift report, metrics, model card, "
+            "plots, gate decision, promotion) with their paths under params.yaml's paths and whether each "
+            "exists yet; then how to open the MLflow UI."
+        ),
+    )
     parser.set_defaults(func=_show)

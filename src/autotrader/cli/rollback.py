@@ -30,7 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "if it pointed at the version being rolled back."
         ),
     )
-    parser.add_argument("--env", required=True, choices=("staging", "production"))
+    parser.add_argument(
+        "--env",
+        required=True,
+        choices=("staging", "production"),
+        help="the environment whose model pin goes back one version",
+    )
     parser.add_argument("--no-commit", action="store_true", help="change the file but do not commit it")
     parser.add_argument("--repo", default=".", help="repository root (default: current folder)")
     parser.set_defaults(func=_rollback)

@@ -118,7 +118,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "the analysis; it is not the Argo Rollouts controller."
         ),
     )
-    rehearse.add_argument("--overlay", default="rollouts/overlays/production")
+    rehearse.add_argument(
+        "--overlay",
+        default="rollouts/overlays/production",
+        help="the overlay whose analysis to rehearse (default: rollouts/overlays/production)",
+    )
     rehearse.add_argument(
         "--scenario", type=_scenarios, default=list(EXPECTED), help="comma list (default: all)"
     )
@@ -141,10 +145,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate = sub.add_parser(
         "validate", help="render every overlay and check schemas, pod security, references"
     )
-    validate.add_argument("--repo", default=".")
+    validate.add_argument("--repo", default=".", help="repository root (default: current folder)")
     validate.set_defaults(func=_validate)
 
     final = sub.add_parser("finalize", help="after a successful production rollout: alias champion → version")
     final.add_argument("--version", required=True, help="the version production now runs")
-    final.add_argument("--repo", default=".")
+    final.add_argument("--repo", default=".", help="repository root (default: current folder)")
     final.set_defaults(func=_finalize)

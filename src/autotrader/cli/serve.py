@@ -65,7 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model-uri", default=None, help="overrides MODEL_URI")
     parser.add_argument("--model-version", default=None, help="overrides MODEL_VERSION (the metrics label)")
     parser.add_argument(
-        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="uvicorn's log level (default: info)",
     )
     parser.add_argument("--access-log", action="store_true", help="log every request (off: it costs latency)")
     parser.add_argument("--keep-alive", type=int, default=75, help="idle keep-alive timeout in seconds (75)")

@@ -98,7 +98,7 @@ def resolve_candidate(params: Params, model_uri: str) -> Candidate:
     if model_uri.startswith("models:/"):
         from autotrader import registry
 
-        client = registry.connect(params)
+        client = registry.connect(params, must_exist=True)  # a check reads; it never creates a registry
         uri = registry.tracking_uri(params)
         if alias := _ALIAS_URI.match(model_uri):
             version = registry.version_for_alias(alias["name"], alias["alias"], client=client)
