@@ -18,6 +18,7 @@ from autotrader.archive import Deadlines, archive_raw, require_verdict
 from autotrader.atomic import write_json
 from autotrader.console import console, stage_main
 from autotrader.faults import fault_point
+from autotrader.metrics_files import write_headline
 from autotrader.params import load_params
 
 
@@ -42,6 +43,7 @@ def main() -> int:
     )
     metrics = result.as_metrics()
     write_json(Path(paths.metrics) / "archive.json", metrics)
+    write_headline(paths.metrics, "archive", metrics)
     console.print(
         f"archive: {metrics['objects_written']} written ({metrics['objects_replaced']} replaced, old "
         f"versions kept), {metrics['objects_skipped']} unchanged "

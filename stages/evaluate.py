@@ -22,6 +22,7 @@ from autotrader.atomic import atomic_dir, write_json, write_text
 from autotrader.console import console, stage_main
 from autotrader.errors import ModelError
 from autotrader.faults import fault_point
+from autotrader.metrics_files import write_headline
 from autotrader.modeling.dataset import read_prepared, window_spans
 from autotrader.modeling.evaluation import evaluate, local_trials
 from autotrader.modeling.lineage import model_hash
@@ -91,6 +92,7 @@ def main() -> int:
     fault_point("evaluate", "end")
     write_text(Path(paths.reports) / "model_card.md", card)
     write_json(Path(paths.metrics) / "evaluate.json", metrics)
+    write_headline(paths.metrics, "evaluate", metrics)
     p = metrics["portfolio"]
     console.print(
         f"evaluate: {len(metrics['windows'])} OOS windows pooled: Sharpe {p['sharpe']:.2f}, max DD "

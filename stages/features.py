@@ -15,6 +15,7 @@ from autotrader.atomic import guard_output, write_json
 from autotrader.console import console, stage_main
 from autotrader.errors import StoreError
 from autotrader.faults import fault_point
+from autotrader.metrics_files import write_headline
 from autotrader.params import load_params
 from autotrader.store import update_store
 
@@ -50,6 +51,7 @@ def main() -> int:
             source=params.data.source,
         )
     write_json(Path(paths.metrics) / "features.json", result.as_metrics())
+    write_headline(paths.metrics, "features", result.as_metrics())
     console.print(
         f"features: {result.mode} ({result.reason}); wrote {result.partitions_written} partition(s), "
         f"skipped {result.partitions_skipped}, kept {result.partitions_history} from history; "

@@ -21,6 +21,7 @@ from autotrader.atomic import write_json
 from autotrader.console import console, stage_main
 from autotrader.errors import ModelError
 from autotrader.faults import fault_point
+from autotrader.metrics_files import write_headline
 from autotrader.modeling.dataset import read_prepared, window_spans
 from autotrader.modeling.evaluation import backtest_model
 from autotrader.modeling.gates import decide, evaluate_gates, failures, verdict
@@ -102,6 +103,7 @@ def main() -> int:
     }
     fault_point("gate", "end")
     write_json(Path(paths.metrics) / "gates.json", record)
+    write_headline(paths.metrics, "gates", record)
     if promote:
         console.print("gate: [green]all gates pass[/] → promote")
     else:

@@ -19,6 +19,7 @@ from autotrader.atomic import atomic_dir, guard_output, write_json
 from autotrader.console import console, progress, stage_main
 from autotrader.faults import fault_point
 from autotrader.features.contract import feature_set_record
+from autotrader.metrics_files import write_headline
 from autotrader.modeling import train as training
 from autotrader.modeling.dataset import read_prepared, window_spans
 from autotrader.modeling.lineage import data_version, git_commit, model_hash
@@ -156,6 +157,7 @@ def train(params: Params) -> int:
             fault_point("train", "end")  # complete and checked aside, not yet swapped in
 
     write_json(Path(paths.metrics) / "train.json", summary)
+    write_headline(paths.metrics, "train", summary)
     console.print(
         f"train: chose {result.chosen} (CV {params.train.cv_metric} "
         + ", ".join(f"{n} {c.mean:.4f}" for n, c in result.candidates.items())

@@ -9,6 +9,7 @@ archive can refuse a verdict that is stale for the bars it is about to archive.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from autotrader import rawstore
@@ -16,6 +17,7 @@ from autotrader.atomic import guard_output
 from autotrader.console import console, stage_main
 from autotrader.errors import ValidationFailed
 from autotrader.faults import fault_point
+from autotrader.metrics_files import write_headline
 from autotrader.params import Params, load_params
 from autotrader.validation import show, validate_raw, write_outputs
 
@@ -38,6 +40,7 @@ def validate(params: Params, reports_dir: Path, verdict_path: Path) -> int:
     fault_point("validate", "end")
     index = write_outputs(run, reports_dir, verdict_path)
     rawstore.add_seal(verdict_path, sealed)  # archive refuses a verdict about other bars or another window
+    write_headline(verdict_path.parent, "validation", json.loads(verdict_path.read_text()))
     show(run)
     console.print(f"Data Docs: {index}")
     if not run.success:

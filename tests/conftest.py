@@ -96,7 +96,7 @@ def make_project(dest: Path, with_dvc: bool = True) -> Project:
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         if (REPO / name).exists():
             shutil.copy2(REPO / name, dest / name)
-    for folder in ("stages", "src"):
+    for folder in ("stages", "src", "plots"):  # plots/: the Vega-Lite templates dvc.yaml names
         shutil.copytree(
             REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
         )
