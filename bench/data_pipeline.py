@@ -418,16 +418,16 @@ imports = time.perf_counter() - t0
 imports_cpu = time.process_time() - c0
 raw, out = sys.argv[1], sys.argv[2]
 res = {"imports_s": imports, "imports_cpu_s": imports_cpu}
-t, c = time.perf_counter(), time.process_time()
+t, u = time.perf_counter(), time.process_time()
 bars = ds.dataset(raw, format="parquet", partitioning="hive").to_table(
     columns=["timestamp", "broker", "symbol", "open", "high", "low", "close", "volume", "spread"]).to_pandas()
 res["read_s"] = time.perf_counter() - t
-res["read_cpu_s"] = time.process_time() - c
-t, c = time.perf_counter(), time.process_time()
+res["read_cpu_s"] = time.process_time() - u
+t, u = time.perf_counter(), time.process_time()
 pq.write_table(pa.Table.from_pandas(bars, preserve_index=False), out, compression="zstd")
 res["write_s"] = time.perf_counter() - t
-res["write_cpu_s"] = time.process_time() - c
-t, c = time.perf_counter(), time.process_time()
+res["write_cpu_s"] = time.process_time() - u
+t, u = time.perf_counter(), time.process_time()
 from autotrader.params import Instrument
 from autotrader.sources.sim import SimulatedMarket
 import yaml
@@ -437,8 +437,8 @@ end = pd.Timestamp(d["end"], tz="UTC"); start = end - pd.Timedelta(days=d["lookb
 m = SimulatedMarket(seed=d["sim"]["seed"], signal_strength=d["sim"]["signal_strength"])
 n = sum(len(m.fetch(Instrument(**i), start, end, pd.Timedelta(d["interval"]))) for i in d["instruments"])
 res["simulate_s"] = time.perf_counter() - t
-res["simulate_cpu_s"] = time.process_time() - c
-t, c = time.perf_counter(), time.process_time()
+res["simulate_cpu_s"] = time.process_time() - u
+t, u = time.perf_counter(), time.process_time()
 key = bars["broker"].astype(str) + "/" + bars["symbol"].astype(str)
 g = bars.assign(key=key).sort_values(["key", "timestamp"], kind="stable")
 o, h, l, c, v = (g[x].to_numpy() for x in ("open", "high", "low", "close", "volume"))
@@ -450,9 +450,9 @@ checks += [h < np.maximum(o, c), l > np.minimum(o, c), h < l, c <= 0, o <= 0, v 
            np.abs(np.log(c[1:] / c[:-1])) > 0.2, ~np.isfinite(c)]
 failed = sum(int(np.count_nonzero(x)) for x in checks)
 res["rules_s"] = time.perf_counter() - t
-res["rules_cpu_s"] = time.process_time() - c
+res["rules_cpu_s"] = time.process_time() - u
 res["rules"] = len(checks)
-t, c = time.perf_counter(), time.process_time()
+t, u = time.perf_counter(), time.process_time()
 grp = g.groupby("key", sort=False)
 lc = np.log(g["close"])
 r1 = lc - grp["close"].shift(1).pipe(np.log)
@@ -467,11 +467,11 @@ feats["ma20"] = g["close"].groupby(g["key"]).rolling(20).mean().to_numpy() / g["
 feats["rs"] = g["spread"] / g["close"]
 feats["sv12"] = (np.sign(g["close"] - g["open"]) * g["volume"]).groupby(g["key"]).rolling(12).sum().to_numpy()
 res["features_s"] = time.perf_counter() - t
-res["features_cpu_s"] = time.process_time() - c
-t, c = time.perf_counter(), time.process_time()
+res["features_cpu_s"] = time.process_time() - u
+t, u = time.perf_counter(), time.process_time()
 pq.write_table(pa.Table.from_pandas(pd.concat([g.reset_index(drop=True), feats.reset_index(drop=True)], axis=1), preserve_index=False), out, compression="zstd")
 res["features_write_s"] = time.perf_counter() - t
-res["features_write_cpu_s"] = time.process_time() - c
+res["features_write_cpu_s"] = time.process_time() - u
 res.update(bars=len(bars), simulated=n, failed=failed)
 print(json.dumps(res))
 """
