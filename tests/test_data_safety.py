@@ -220,10 +220,24 @@ def running_runs(project: Project) -> list[str]:
 def test_a_killed_training_leaves_no_running_run_and_no_litter_after_the_next_start(
     built: Project, tmp_path: Path
 ) -> None:
+    """kill -9 from outside, the moment the new model folder is being built beside the old one."""
     project = copy_of(built, tmp_path / "copy")
     model = state(project, "models/model")
-    killed = project.stage("train", check=False, env={FAULT_ENV: "train:end:kill"})
-    assert killed.returncode == -9, killed.stderr
+    models = project.root / "models"
+    proc = subprocess.Popen(
+        [str(BIN / "python"), "stages/train.py"],
+        cwd=project.root,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(p.name.startswith(".model.") and p.name.endswith(".tmp") for p in models.iterdir()):
+            proc.send_signal(signal.SIGKILL)  # inside the MLflow run, the new model half downloaded
+            break
+        time.sleep(0.005)
+    assert proc.wait() == -9, "training finished before its model folder was seen being built"
     abandoned = running_runs(project)
     assert len(abandoned) == 1  # the kill skipped MLflow's end_run
     litter = sorted(p.name for p in (project.root / "models").iterdir() if p.name.endswith(".tmp"))
