@@ -258,6 +258,11 @@ class TrainParams(_Strict):
     cv_metric: str = "log_loss"
     seed: int = 42
     candidates: tuple[Literal["hgb", "logreg"], ...] = ("hgb", "logreg")
+    # Walk-forward out-of-sample evaluation: this many consecutive test windows of test_days each,
+    # the chosen configuration refitted before each (as the weekly retraining would).
+    oos_windows: int = Field(default=4, ge=1)
+    bootstrap_samples: int = Field(default=2000, ge=100)  # stationary bootstrap of the OOS Sharpe
+    ci_level: float = Field(default=0.9, gt=0, lt=1)
     hgb: HgbParams = HgbParams()
     logreg: LogregParams = LogregParams()
 
@@ -267,19 +272,16 @@ class CostParams(_Strict):
     default_spread_bps: dict[Broker, float] = Field(
         default_factory=lambda: {"binance": 1.0, "oanda": 1.0, "ibkr": 1.0}
     )
+    fill: Literal["next_open", "close"] = "next_open"  # where an order decided at a close fills
 
 
 class GateParams(_Strict):
     min_sharpe: float = 2.0
     max_drawdown: float = 0.15
     min_win_rate: float = 0.55
-    # Walk-forward out-of-sample evaluation: this many consecutive test windows of test_days each,
-    # the chosen configuration refitted before each (as the weekly retraining would).
-    oos_windows: int = Field(default=4, ge=1)
-    bootstrap_samples: int = Field(default=2000, ge=100)  # stationary bootstrap of the OOS Sharpe
-    ci_level: float = Field(default=0.9, gt=0, lt=1)
     min_trades: int = 100
     max_regression: float = 0.10
+    min_dsr: float = Field(default=0.95, ge=0, le=1)  # deflated Sharpe ratio, over every trial counted
 
 
 class MlflowParams(_Strict):
@@ -287,7 +289,6 @@ class MlflowParams(_Strict):
     artifact_location: str = "mlartifacts"
     experiment: str = "autotrader"
     model_name: str = "autotrader-signal"
-    fill: Literal["next_open", "close"] = "next_open"  # where an order decided at a close fills
 
     def resolved_tracking_uri(self) -> str:
         """``MLFLOW_TRACKING_URI`` from the environment wins over params (remote servers, CI)."""
@@ -296,7 +297,6 @@ class MlflowParams(_Strict):
 
 class Params(_Strict):
     paths: Paths = Paths()
-    min_dsr: float = Field(default=0.95, ge=0, le=1)  # deflated Sharpe ratio, over every trial counted
     data: DataParams = DataParams()
     validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
     features: FeatureParams = FeatureParams()
