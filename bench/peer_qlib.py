@@ -13,6 +13,11 @@
   joblib workers included) and reads its CPU time (user+sys) from ``getrusage(RUSAGE_CHILDREN)``.
   ``compute_s`` is the feature computation alone (qlib: ``D.features``; ours: the family over each
   instrument, results dropped as the store does after writing each partition).
+* Why the rest differ (``CAUSES``), checked on these bars: qlib's elementwise operators run in
+  float32 (its storage dtype) — evaluating WVMA's formula in float32 numpy reproduces qlib to 6e-8 —
+  and its ``Std`` is pandas' running-sum rolling std, which drifts from the two-pass value by up to
+  2.6e-4 relative over 220k ETH bars; ours is two-pass. qlib's Corr/Rsquare are NaN where a window's
+  std is below an absolute 2e-5, which an FX close often is over 5 bars.
 * Agreement: per feature, the largest |ours − qlib| / max(|ours|, |qlib|) over rows where both are
   defined and our window is complete (qlib's ``min_periods=1`` defines earlier rows too), plus rows
   where exactly one side is NaN (qlib's Corr and Rsquare are NaN wherever a window's std is below an
@@ -52,6 +57,19 @@ QLIB_VENV = Path.home() / ".cache" / "autotrader-bench" / "qlib-venv"
 QLIB_PIN = "pyqlib==0.9.7"
 FIELDS = ("open", "high", "low", "close", "volume", "vwap")
 TOLERANCE = 1e-6
+# Why a feature can differ by more than TOLERANCE, by operator (checked on these bars, see the module doc).
+CAUSES = {
+    "STD": "qlib's Std is pandas' rolling std, a running sum over the whole series: on the same float64 "
+    "ETH closes it differs from the two-pass window std by 2.0e-4 (5), 2.6e-4 (10), 8.2e-6 (60); ours is two-pass",
+    "WVMA": "qlib evaluates |$close/Ref($close,1)-1|*$volume in float32 (its .bin dtype): ~7 digits on a "
+    "1e-5 return; the same formula in float32 numpy matches qlib to 6e-8",
+    "CORR": "Log($volume+1) in float32 and correlations near 0 (|rho| down to 1e-8): relative error of a "
+    "near-zero value; and NaN where a window's std < 2e-5 (qlib's absolute cut-off)",
+    "CORD": "$close/Ref($close,1) in float32 (a 1e-5 return has ~2 significant digits left) and "
+    "correlations near 0; NaN where a window's std < 2e-5",
+    "VSUMD": "a difference of two nearly equal sums (values ~1e-7) of float32 volume differences",
+    "RSQR": "NaN where a window's std < 2e-5 (qlib's absolute cut-off); values agree elsewhere",
+}
 SCALE_FLOOR = 1e-9
 
 _QLIB_RUN = r"""
@@ -303,6 +321,9 @@ def main() -> int:
     print(f"agreement ≤ {TOLERANCE:g}: {len(summary['within_tolerance'])}/158; beyond:")
     for name, rel in summary["beyond_tolerance"].items():
         print(f"  {name:8s} {rel:.2e}  {results['agreement'][name]['worst_value']}")
+    for op, why in CAUSES.items():
+        print(f"  why {op}: {why}")
+    summary["causes"] = CAUSES
     if summary["one_side_nan"]:
         print(f"rows NaN on one side only: {summary['one_side_nan']}")
     print(
