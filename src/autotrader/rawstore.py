@@ -135,7 +135,13 @@ def read_instrument(
         files = [f for f in files if f.parent.name in wanted]
     if not files:
         return pd.DataFrame()
-    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    tables = [pq.read_table(f) for f in files]
+    first = tables[0].schema
+    if all(t.schema.equals(first, check_metadata=True) for t in tables):
+        # One Arrow → pandas conversion instead of one per day file and a pandas concat (same frame).
+        return pa.concat_tables(tables).to_pandas()
+    # Day files that disagree on types (a user's file can): pandas' concat decides, as it always did.
+    return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
 
 
 def iter_instruments(root: str | Path) -> Iterator[tuple[str, str, pd.DataFrame]]:
