@@ -371,6 +371,8 @@ class Cluster:
                 f"--metricsport={self.rollouts_metrics}",
                 f"--healthzPort={free_port()}",
                 "--istio-api-version=v1",
+                # the notifications config lives in each serving namespace (rollouts/base)
+                "--self-service-notification-enabled",
                 "--loglevel=info",
             ],
         )

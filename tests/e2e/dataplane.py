@@ -202,10 +202,14 @@ class DataPlane:
                 self.proxies[service] = ServiceProxy(self, service)
             return self.proxies[service].url
 
-    def running_versions(self) -> dict[str, str]:
-        """pod name → MODEL_VERSION it serves (ready servers only)."""
+    def running_versions(self, pod_hash: str) -> set[str]:
+        """The MODEL_VERSIONs that ready servers of the ReplicaSet with ``pod_hash`` serve."""
         with self._lock:
-            return {s.name: s.labels.get("__model_version", "") for s in self.servers.values() if s.ready}
+            return {
+                s.labels.get("__model_version", "")
+                for s in self.servers.values()
+                if s.ready and s.labels.get("rollouts-pod-template-hash") == pod_hash
+            }
 
     # --- the loop --------------------------------------------------------------------------------------
 

@@ -230,7 +230,7 @@ class Environment:
             raise AssertionError(f"{exc}\nstatus: {json.dumps(status)[:3000]}\nevents:\n  {events}") from exc
 
     def wait_healthy_on(self, version: str, timeout: float = 300) -> dict[str, Any]:
-        """Healthy, fully promoted, and every ready server of the Rollout runs ``version``."""
+        """Healthy, fully promoted, and the stable ReplicaSet's ready servers all run ``version``."""
 
         def done(r: dict[str, Any]) -> bool:
             s = r.get("status", {})
@@ -239,7 +239,7 @@ class Environment:
                 and s.get("stableRS") == s.get("currentPodHash")
                 and r["metadata"].get("generation") == int(s.get("observedGeneration") or 0)
                 and not s.get("abort")
-                and set(self.plane.running_versions().values()) == {version}
+                and self.plane.running_versions(s.get("stableRS", "")) == {version}
             )
 
         return self.wait_rollout(done, timeout, f"{self.env} Healthy on version {version}")

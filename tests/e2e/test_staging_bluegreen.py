@@ -67,9 +67,14 @@ def test_preview_passes_integration_then_active_switches_and_old_stays_24h(stagi
     assert 0 in env.plane.job_results.values()
 
     # The old ReplicaSet is kept, with its scale-down deadline about 24 h out (scaleDownDelaySeconds).
-    rs = env.replica_set(old)
+    key = "scale-down-deadline"  # v1alpha1.DefaultReplicaSetScaleDownDeadlineAnnotationKey
+    rs = wait_for(
+        lambda: (r := env.replica_set(old))["metadata"].get("annotations", {}).get(key) and r,
+        60,
+        f"{key} on the old ReplicaSet",
+    )
     assert rs["spec"]["replicas"] >= 1
-    deadline = parse_time(rs["metadata"]["annotations"]["argo-rollouts.argoproj.io/scale-down-deadline"])
+    deadline = parse_time(rs["metadata"]["annotations"][key])
     assert 86400 - 300 < deadline - switched_at < 86400 + 300
 
 

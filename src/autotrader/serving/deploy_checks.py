@@ -669,7 +669,14 @@ class _Tally:
 def _check_prediction_response(
     tally: _Tally, what: str, response: Any, sent: list[dict[str, Any]], label: str
 ) -> list[int] | None:
-    if not tally.add(f"{what}: status 200", response.status_code == 200, f"got {response.status_code}"):
+    # A 5xx on a valid replayed bar is the server or model failing, never noise: critical, so a model that
+    # errors on one call in five cannot pass on the other checks' pass rate (the e2e staging scenario).
+    if not tally.add(
+        f"{what}: status 200",
+        response.status_code == 200,
+        f"got {response.status_code}",
+        critical=response.status_code >= 500,
+    ):
         return None
     try:
         parsed = PredictResponse.model_validate_json(response.content)
