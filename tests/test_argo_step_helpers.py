@@ -105,7 +105,13 @@ def test_health_outputs_read_what_the_health_stage_writes() -> None:
     fresh = Freshness("binance", "BTCUSDT", at - pd.Timedelta("5min"), at - pd.Timedelta("5min"), 0, 3, False)
     stale = Freshness("oanda", "EUR_USD", at - pd.Timedelta("65min"), at - pd.Timedelta("5min"), 12, 3, True)
     report = HealthReport(
-        at, "5min", [fresh, stale], integrity={}, drift=None, drift_error="too few rows", health=HealthParams()
+        at,
+        "5min",
+        [fresh, stale],
+        integrity={},
+        drift=None,
+        drift_error="too few rows",
+        health=HealthParams(),
     )
     max_psi, stale_count, lag = state.health_outputs(report.as_metrics())
     assert math.isnan(max_psi)  # no drift computed: no PSI to report
