@@ -184,6 +184,10 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("MLFLOW_TRACKING_URI", None)
+    # registry.connect() in this test process sets MLFLOW_HTTP_REQUEST_* defaults (30 s, 2 retries); a server
+    # inheriting them would honour them as an operator's settings and its bounded load would take minutes.
+    for key in [k for k in env if k.startswith("MLFLOW_HTTP_REQUEST_")]:
+        del env[key]
     env["MODEL_LOAD_ATTEMPTS"] = "1"
     env.update(extra or {})
     return env
