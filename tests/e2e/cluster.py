@@ -279,7 +279,8 @@ class Cluster:
         self.api = Api(self.api_url, self.token)
         wait_for(lambda: self.api.client.get("/readyz").status_code == 200, 120, "kube-apiserver /readyz")
 
-    def _controller_manager_args(self) -> list[str]:
+    def _component_args(self) -> list[str]:
+        """What kube-controller-manager and kube-scheduler share: the admin kubeconfig, no leader election."""
         return [
             f"--kubeconfig={self.kubeconfig}",
             f"--authentication-kubeconfig={self.kubeconfig}",
@@ -287,22 +288,19 @@ class Cluster:
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             f"--secure-port={free_port()}",
-            f"--service-account-private-key-file={self.workdir / 'pki' / 'sa.key'}",
-            "--use-service-account-credentials=false",
-            "--controllers=*",
             "--v=1",
         ]
 
-    def _scheduler_args(self) -> list[str]:
+    def _controller_manager_args(self) -> list[str]:
         return [
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={free_port()}",
-            "--v=1",
+            *self._component_args(),
+            f"--service-account-private-key-file={self.workdir / 'pki' / 'sa.key'}",
+            "--use-service-account-credentials=false",
+            "--controllers=*",
         ]
+
+    def _scheduler_args(self) -> list[str]:
+        return self._component_args()
 
     def _start_kwok(self) -> None:
         self._start(
