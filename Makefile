@@ -38,7 +38,7 @@ run: install
 ## (e2e-tools first: the cluster scenarios are part of the suite; without Go they are skipped with the reason.)
 test: install schemas-available e2e-tools
 	AUTOTRADER_E2E_REPORT_DIR="$(CURDIR)/build/e2e" PATH="$(CURDIR)/$(BIN):$$PATH" \
-		$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+		$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=15
 
 ## e2e: only the cluster scenarios (real kube-apiserver, controller-manager, scheduler, etcd, kwok and the
 ## Argo Rollouts controller, built from e2e/'s Go modules), with their measurements in build/e2e/.
