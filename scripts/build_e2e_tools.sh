@@ -47,14 +47,17 @@ build . ./cmd/etcd \
 build kwok sigs.k8s.io/kwok/cmd/kwok
 # The controller waits for its Experiment informer; ../shared/schemas has no Experiment CRD, so take the one
 # Argo Rollouts ships in the very module version the controller is built from.
-cp "$(go list -m -f '{{.Dir}}' github.com/argoproj/argo-rollouts)/manifests/crds/experiment-crd.yaml" "$bin.partial/"
+moddir() {  # module-dir module: the module's source folder, downloaded first (go list -m alone does not)
+  (cd "$1" && go mod download "$2" && go list -m -f '{{.Dir}}' "$2")
+}
+cp "$(moddir . github.com/argoproj/argo-rollouts)/manifests/crds/experiment-crd.yaml" "$bin.partial/"
 # The argo CLI embeds the web UI's built assets (ui/dist/app), which the Go module does not carry. Upstream's
 # CLI-only build puts a placeholder page there; do the same in a writable copy of the module, selected by an
 # alternate go.mod (-modfile), so neither the module cache nor e2e/argo-cli/go.mod is touched.
 src="$root/argo-workflows-src"
 if [[ ! -f "$src/ui/dist/app/index.html" ]]; then
   rm -rf "$src"
-  cp -r "$(cd argo-cli && go list -m -f '{{.Dir}}' github.com/argoproj/argo-workflows/v4)" "$src"
+  cp -r "$(moddir argo-cli github.com/argoproj/argo-workflows/v4)" "$src"
   chmod -R u+w "$src"
   mkdir -p "$src/ui/dist/app"
   echo "Built without static files" >"$src/ui/dist/app/index.html"
