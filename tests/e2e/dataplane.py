@@ -475,18 +475,27 @@ class MeshRouter:
         self._lock = threading.Lock()
         self._cache: tuple[float, dict[str, Any], dict[str, Any]] | None = None
 
-    def _objects(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _objects(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The routing config, refreshed every 0.25 s. Like a sidecar, keep routing on the last config
+        when the control plane does not answer (a slow API server must not stop the traffic)."""
         now = time.monotonic()
         with self._lock:
             if self._cache is None or now - self._cache[0] > 0.25:
-                self._cache = (now, self.plane.api.get(self.vs_path), self.plane.api.get(self.dr_path))
+                try:
+                    self._cache = (now, self.plane.api.get(self.vs_path), self.plane.api.get(self.dr_path))
+                except httpx.HTTPError:
+                    if self._cache is None:
+                        return None
             return self._cache[1], self._cache[2]
 
     def route(self, key: str) -> tuple[str, str | None]:
         """(subset, URL) for a request carrying ``x-autotrader-instrument: key``; URL None = 503 no upstream."""
         from autotrader.gitops.traffic import HEADER
 
-        vs, dr = self._objects()
+        objects = self._objects()
+        if objects is None:
+            return "none", None
+        vs, dr = objects
         headers = {HEADER: key}
         chosen = None
         for rule in vs["spec"].get("http") or []:
