@@ -170,7 +170,10 @@ class TrafficDriver:
             next_tick = time.monotonic()
             while not self._stop.is_set():
                 scenario = self.scenario  # the phase the request was routed in, not the one it ends in
-                target, url = self.router.route(key)
+                try:
+                    target, url = self.router.route(key)
+                except Exception:  # a router that cannot decide means "no upstream", never a dead thread
+                    target, url = "none", None
                 try:
                     body = {"instances": self._instances(feed)}
                 except DeployError:
