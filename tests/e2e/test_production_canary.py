@@ -99,8 +99,18 @@ def test_good_canary_walks_every_step_to_100_percent(production: Environment, re
     header_at = next(i for i, s in enumerate(states) if s.header_regex)
     assert header_at < weights.index(25), "the header route comes before any weight"
 
-    # Every AnalysisRun of this revision succeeded; the new ReplicaSet is stable.
-    runs = env.analysis_runs(canary)
+    # Every AnalysisRun of this revision succeeded; the new ReplicaSet is stable. (The background run is
+    # terminated, as Successful, just after the Rollout turns Healthy: wait for every run to finish.)
+    done = ("Successful", "Failed", "Error", "Inconclusive")
+    runs = wait_for(
+        lambda: (
+            (found := env.analysis_runs(canary))
+            and all(r.get("status", {}).get("phase") in done for r in found)
+            and found
+        ),
+        60,
+        "every AnalysisRun of the canary finished",
+    )
     assert {r["metadata"]["labels"].get("rollout-type") for r in runs} >= {"Step", "Background"}
     assert {
         r["metadata"]["name"]: r["status"]["phase"] for r in runs if r["status"]["phase"] != "Successful"
