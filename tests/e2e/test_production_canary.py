@@ -22,7 +22,7 @@ from autotrader.params import Instrument
 
 from .cluster import Cluster, wait_for
 from .dataplane import MeshRouter, header_match
-from .environment import ROLLOUT, Environment, RouteState, parse_time
+from .environment import ROLLOUT, Environment, RouteState, parse_time, route_state
 from .models import ERRORING, GOOD, LOSING, NEW_GOOD, SLOW, STRENGTH
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-production")]
@@ -154,14 +154,20 @@ def _failed_measurement_time(runs: list[dict[str, Any]]) -> tuple[float | None, 
 
 
 def _back_on_stable(states: list[RouteState]) -> float | None:
-    """When the VirtualService was first seen sending everything to stable after a canary had traffic."""
-    had_canary = False
-    for s in states:
-        if s.header_regex or s.canary > 0:
-            had_canary = True
-        elif had_canary and s.header_regex is None and s.canary == 0 and s.stable == 100:
+    """When the VirtualService was first seen sending everything to stable after the canary LAST had any
+    traffic (removing the header route before setWeight 25 is not a return to stable)."""
+    last = max((i for i, s in enumerate(states) if s.header_regex or s.canary > 0), default=None)
+    if last is None:
+        return None
+    for s in states[last + 1 :]:
+        if s.header_regex is None and s.canary == 0 and s.stable == 100:
             return s.at
     return None
+
+
+def _all_on_stable(env: Environment) -> bool:
+    state = route_state(env.virtual_service())
+    return state.header_regex is None and state.canary == 0 and state.stable == 100
 
 
 @pytest.mark.parametrize(
@@ -183,7 +189,7 @@ def test_bad_canary_is_aborted_by_its_analysis_and_rolled_back(
             300,
             f"{kind} canary aborted",
         )
-        wait_for(lambda: _back_on_stable(states), 60, "traffic back on stable")
+        wait_for(lambda: _all_on_stable(env) and _back_on_stable(states), 60, "traffic back on stable")
     status = aborted["status"]
     assert status["stableRS"] == stable
 
