@@ -110,6 +110,36 @@ def make_project(dest: Path, with_dvc: bool = True) -> Project:
     return project
 
 
+def use_eurusd_file(project: Project, **extra: Any) -> None:
+    """Point ``project`` at the real hourly EURUSD bars shipped with ``backtesting`` (the README's example):
+    the files source, a 290-day window ending 2018-02-08, 4 × 30-day test windows; ``extra`` overrides."""
+    import importlib.resources
+
+    source = importlib.resources.files("backtesting") / "test" / "EURUSD.csv"
+    shutil.copy(str(source), project.root / "data" / "external" / "EURUSD.csv")
+    project.set_params(
+        **{
+            "data.source": "files",
+            "data.interval": "1h",
+            "data.end": "2018-02-08",
+            "data.lookback_days": 290,
+            "data.files": [
+                {
+                    "path": "data/external/EURUSD.csv",
+                    "broker": "oanda",
+                    "symbol": "EUR_USD",
+                    "timezone": "UTC",
+                }
+            ],
+            "validate.severity.completeness": "warn",
+            "train.lookback_days": 280,
+            "train.test_days": 30,
+            "train.oos_windows": 4,
+            **extra,
+        }
+    )
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     """A fresh copy of the pipeline with git and DVC initialised."""

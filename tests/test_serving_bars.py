@@ -12,7 +12,6 @@ naming the store's validation rule, and leave the server's online state as it wa
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -32,7 +31,7 @@ from autotrader.params import FeatureParams
 from autotrader.serving import ServerConfig, create_app
 from autotrader.store import feature_columns, load_features, read_metadata
 
-from .conftest import Project, make_project
+from .conftest import Project, make_project, use_eurusd_file
 
 pytestmark = [pytest.mark.xdist_group("serving-bars"), pytest.mark.slow]
 
@@ -73,29 +72,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Project:
 def eurusd(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """The real hourly EURUSD file through the files source, as tests/test_training_files.py reads it."""
     project = make_project(tmp_path_factory.mktemp("bars-eurusd") / "project", with_dvc=False)
-    source = importlib.resources.files("backtesting") / "test" / "EURUSD.csv"
-    shutil.copy(str(source), project.root / "data" / "external" / "EURUSD.csv")
-    project.set_params(
-        **{
-            "data.source": "files",
-            "data.interval": "1h",
-            "data.end": "2018-02-08",
-            "data.lookback_days": 290,
-            "data.files": [
-                {
-                    "path": "data/external/EURUSD.csv",
-                    "broker": "oanda",
-                    "symbol": "EUR_USD",
-                    "timezone": "UTC",
-                }
-            ],
-            "validate.severity.completeness": "warn",
-            "train.lookback_days": 280,
-            "train.test_days": 30,
-            "train.oos_windows": 4,
-            **SMALL_TRAINING,
-        }
-    )
+    use_eurusd_file(project, **SMALL_TRAINING)
     run_pipeline(project)
     return project
 

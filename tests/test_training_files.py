@@ -10,41 +10,18 @@ stops at 15:00 on 2018-02-07), so the completeness family is a warning here rath
 
 from __future__ import annotations
 
-import importlib.resources
 import json
-import shutil
 
 import pytest
 
-from .conftest import make_project
+from .conftest import make_project, use_eurusd_file
 
 pytestmark = [pytest.mark.xdist_group("training-files"), pytest.mark.slow]
 
 
 def test_hourly_eurusd_runs_to_a_recorded_gate_decision(tmp_path) -> None:
     project = make_project(tmp_path / "project")
-    source = importlib.resources.files("backtesting") / "test" / "EURUSD.csv"
-    shutil.copy(str(source), project.root / "data" / "external" / "EURUSD.csv")
-    project.set_params(
-        **{
-            "data.source": "files",
-            "data.interval": "1h",
-            "data.end": "2018-02-08",
-            "data.lookback_days": 290,
-            "data.files": [
-                {
-                    "path": "data/external/EURUSD.csv",
-                    "broker": "oanda",
-                    "symbol": "EUR_USD",
-                    "timezone": "UTC",
-                }
-            ],
-            "validate.severity.completeness": "warn",
-            "train.lookback_days": 280,
-            "train.test_days": 30,
-            "train.oos_windows": 4,
-        }
-    )
+    use_eurusd_file(project)
     project.dvc("repro", "promote", timeout=900)
 
     splits = json.loads((project.root / "data/prepared/splits.json").read_text())
