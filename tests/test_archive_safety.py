@@ -126,7 +126,9 @@ def _versions(server: S3Server, bucket: str, key: str) -> list[bytes]:
     listed = client.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", [])
     return [
         client.get_object(Bucket=bucket, Key=key, VersionId=v["VersionId"])["Body"].read()
-        for v in sorted(listed, key=lambda v: v["LastModified"])
+        # LastModified has one-second resolution, so two writes in the same second tie;
+        # the current version is the one S3 marks IsLatest.
+        for v in sorted(listed, key=lambda v: (v["IsLatest"], v["LastModified"]))
         if v["Key"] == key
     ]
 
