@@ -13,6 +13,7 @@ from autotrader.features.build import (
     fingerprint,
     warmup_bars,
 )
+from autotrader.features.lastrow import compute_last_row
 from autotrader.features.spec import FEATURE_DTYPE, FeatureSpec
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "FeatureSpec",
     "compute_feature_arrays",
     "compute_features",
+    "compute_last_row",
     "feature_names",
     "feature_specs",
     "fingerprint",

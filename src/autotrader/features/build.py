@@ -94,7 +94,11 @@ def compute_feature_arrays(bars: pd.DataFrame, params: FeatureParams) -> dict[st
     if bars["broker"].nunique(dropna=False) > 1 or bars["symbol"].nunique(dropna=False) > 1:
         raise ValueError("compute_features takes one instrument at a time")
 
-    arrays = BarArrays.from_frame(bars)
+    return compute_feature_arrays_of(BarArrays.from_frame(bars), params)
+
+
+def compute_feature_arrays_of(arrays: BarArrays, params: FeatureParams) -> dict[str, np.ndarray]:
+    """``compute_feature_arrays`` on bar arrays the caller has already checked (order, one instrument)."""
     values: dict[str, np.ndarray] = {}
     with np.errstate(divide="ignore", invalid="ignore"):
         for family in families(params):
