@@ -13,7 +13,7 @@ install step, except under CI (``CI=true``), where that is a failure: CI must te
 
 ``MlflowTrackingServer`` runs the command line of ``deploy/mlflow/deployment.yaml`` (init container,
 then server), with the ``$(VAR)`` references expanded as the kubelet would, from local values. Starting
-and stopping go through ``autotrader.gitops.servers`` (``_wait``/``_stop``), the helper every server in
+and stopping go through ``autotrader.rehearsal.servers`` (``_wait``/``_stop``), the helper every server in
 the tests uses.
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from autotrader.gitops.servers import _stop, _wait, free_port
+from autotrader.rehearsal.servers import _stop, _wait, free_port
 
 from .conftest import BIN, REPO, tool_env
 

@@ -1,4 +1,4 @@
-"""Imports point one way: sources → validation, features → store → modeling → registry → serving, gitops.
+"""Imports point one way: sources → validation, features → store → modeling → registry → serving, gitops → rehearsal.
 
 Read from the source with ``ast`` (nothing is imported), so a wrong-way import fails here before it
 turns into a cycle or a server that quietly trains.
@@ -23,7 +23,7 @@ LAYERS: dict[str, int] = {
     "health": 4, "modeling": 4,
     "registry": 5,
     "serving": 6, "gitops": 6,
-    "orchestration": 7,
+    "orchestration": 7, "rehearsal": 7,
     "cli": 8,
 }  # fmt: skip
 

@@ -20,7 +20,6 @@ from autotrader.gitops import check_overlay
 from autotrader.gitops.kustomize import find, one, render
 from autotrader.gitops.pins import parse_pin
 from autotrader.gitops.policy import pod_security_violations, pod_specs, reference_violations
-from autotrader.gitops.rehearsal import RolloutPlan, assess, header_routes_to_canary
 from autotrader.gitops.schemas import (
     REQUIRED_FILES,
     SCHEMA_DIR_ENV,
@@ -28,6 +27,7 @@ from autotrader.gitops.schemas import (
     strict,
     validate_objects,
 )
+from autotrader.rehearsal.rehearse import RolloutPlan, assess, header_routes_to_canary
 
 from .schema_hint import require_schema_dir
 
@@ -293,7 +293,7 @@ def test_production_canary_steps(rendered) -> None:
 
 
 def _minutes(spec) -> float:
-    from autotrader.gitops.rehearsal import parse_duration
+    from autotrader.rehearsal.rehearse import parse_duration
 
     return max(parse_duration(m.interval) * (m.count or math.inf) for m in spec.metrics) / 60
 

@@ -18,8 +18,8 @@ import pytest
 
 from autotrader import registry
 from autotrader.errors import RegistryError
-from autotrader.gitops.servers import _stop, _wait, free_port
 from autotrader.params import MlflowParams, Params
+from autotrader.rehearsal.servers import _stop, _wait, free_port
 
 from .conftest import BIN, tool_env
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from autotrader.errors import DeployError
-from autotrader.gitops import rehearsal as rh
-from autotrader.gitops.expr import ExprError, evaluate
 from autotrader.params import Instrument
+from autotrader.rehearsal import rehearse as rh
+from autotrader.rehearsal.expr import ExprError, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 OVERLAY = REPO / "rollouts" / "overlays" / "production"

@@ -26,7 +26,7 @@ import httpx
 import yaml
 
 from autotrader.gitops.schemas import find_schema_dir
-from autotrader.gitops.servers import free_port
+from autotrader.rehearsal.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "build_e2e_tools.sh"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from autotrader.gitops.servers import PrometheusServer
+from autotrader.rehearsal.servers import PrometheusServer
 
 from .cluster import REPO, Cluster, ToolsMissing, tools_dir
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from autotrader.gitops.servers import PrometheusServer, free_port
+from autotrader.rehearsal.servers import PrometheusServer, free_port
 
 from .cluster import Cluster
 
@@ -490,7 +490,7 @@ class MeshRouter:
 
     def route(self, key: str) -> tuple[str, str | None]:
         """(subset, URL) for a request carrying ``x-autotrader-instrument: key``; URL None = 503 no upstream."""
-        from autotrader.gitops.traffic import HEADER
+        from autotrader.rehearsal.traffic import HEADER
 
         objects = self._objects()
         if objects is None:

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from autotrader.gitops.schemas import SCHEMA_DIR_ENV, find_schema_dir
-from autotrader.gitops.servers import PrometheusServer
+from autotrader.rehearsal.servers import PrometheusServer
 
 from .cluster import REPO, Cluster, wait_for
 from .dataplane import DataPlane, copy_into

@@ -29,8 +29,8 @@ STRENGTH = 40.0  # the rehearsal's market: the momentum rule earns money there
 
 def replay_frame() -> pd.DataFrame:
     """48 bars of two instruments with the demo models' two features, as the pipeline's replay slice."""
-    from autotrader.gitops.traffic import _feed
     from autotrader.params import Instrument
+    from autotrader.rehearsal.traffic import _feed
     from autotrader.sources.sim import SimulatedMarket
 
     market = SimulatedMarket(seed=11, signal_strength=STRENGTH)
@@ -51,8 +51,8 @@ def build(workdir: Path) -> str:
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
-    from autotrader.gitops.demo_models import FEATURES, MomentumModel
     from autotrader.modeling.tracking import log_replay_rows
+    from autotrader.rehearsal.demo_models import FEATURES, MomentumModel
 
     workdir.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{workdir / 'mlflow.db'}"

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from autotrader.gitops.analysis import query_prometheus
-from autotrader.gitops.servers import PrometheusServer
-from autotrader.gitops.traffic import HEADER, TrafficDriver
 from autotrader.params import Instrument
+from autotrader.rehearsal.analysis import query_prometheus
+from autotrader.rehearsal.servers import PrometheusServer
+from autotrader.rehearsal.traffic import HEADER, TrafficDriver
 
 from .cluster import Cluster, wait_for
 from .dataplane import MeshRouter, header_match

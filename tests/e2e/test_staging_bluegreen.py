@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from autotrader.gitops.servers import PrometheusServer
+from autotrader.rehearsal.servers import PrometheusServer
 
 from .cluster import Cluster, wait_for
 from .environment import Environment, parse_time

@@ -13,7 +13,7 @@ EXPECTED = {"good": "promoted", "losing": "aborted", "slow": "aborted", "errorin
 
 
 def _rehearse(args: argparse.Namespace) -> int:
-    from autotrader.gitops import rehearsal as rh
+    from autotrader.rehearsal import rehearse as rh
 
     params = load_params(args.params)
     config = rh.RehearsalConfig(

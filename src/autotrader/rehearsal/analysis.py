@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autotrader.errors import DeployError
-from autotrader.gitops.expr import ExprError, evaluate
 from autotrader.gitops.kustomize import one
+from autotrader.rehearsal.expr import ExprError, evaluate
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

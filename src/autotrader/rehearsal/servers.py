@@ -15,7 +15,7 @@ from typing import Any
 
 from autotrader.atomic import write_json, write_text
 from autotrader.errors import DeployError
-from autotrader.gitops.analysis import query_prometheus
+from autotrader.rehearsal.analysis import query_prometheus
 
 PROMETHEUS_HINT = "install Prometheus (Debian: apt-get install prometheus)"
 _CLI = "import sys; from autotrader.cli import main; sys.exit(main())"

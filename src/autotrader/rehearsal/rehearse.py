@@ -12,7 +12,7 @@ analysis and ``startingStep``, the AnalysisTemplates' PromQL queries, ``interval
 their success/failure conditions. Queries get their ``{{args.*}}`` substituted (hashes as
 ``podTemplateHashValue`` would give them) and every duration is compressed by ONE factor
 (``TimeScale``: a manifest minute becomes ``seconds_per_minute`` real seconds, so ``[5m]`` and
-``interval: 5m`` shrink alike). Conditions are evaluated with ``autotrader.gitops.expr`` against
+``interval: 5m`` shrink alike). Conditions are evaluated with ``autotrader.rehearsal.expr`` against
 Prometheus' ``/api/v1/query`` answers, with Argo Rollouts' rules for Successful / Failed /
 Inconclusive / Error measurements and for failureLimit, inconclusiveLimit and consecutiveErrorLimit.
 
@@ -35,7 +35,9 @@ from typing import Any
 
 from autotrader.atomic import write_json, write_text
 from autotrader.errors import DeployError
-from autotrader.gitops.analysis import (
+from autotrader.gitops.kustomize import render
+from autotrader.params import Instrument
+from autotrader.rehearsal.analysis import (
     AnalysisRun,
     Measurement,
     MetricRun,
@@ -46,16 +48,14 @@ from autotrader.gitops.analysis import (
     query_prometheus,
     start_run,
 )
-from autotrader.gitops.kustomize import render
-from autotrader.gitops.servers import (
+from autotrader.rehearsal.servers import (
     PROMETHEUS_HINT,
     ModelServer,
     PrometheusServer,
     find_prometheus,
     free_port,
 )
-from autotrader.gitops.traffic import HEADER, Router, TrafficDriver, header_routes_to_canary
-from autotrader.params import Instrument
+from autotrader.rehearsal.traffic import HEADER, Router, TrafficDriver, header_routes_to_canary
 
 __all__ = [
     "HEADER",
@@ -455,7 +455,7 @@ def rehearsal_instruments(
 @contextlib.contextmanager
 def demo_models(folder: str | os.PathLike[str]) -> Iterator[dict[str, Path]]:
     """The four demo models (good, losing, slow, erroring) saved under ``folder``."""
-    from autotrader.gitops.demo_models import KINDS, save
+    from autotrader.rehearsal.demo_models import KINDS, save
 
     folder = Path(folder)
     yield {kind: save(kind, folder / kind) for kind in KINDS}
