@@ -285,3 +285,29 @@ def test_an_ambiguous_local_time_is_an_error_not_a_guess(tmp_path) -> None:
 def test_an_unknown_timezone_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"data\.files\[0\]\.timezone 'Mars/Olympus'"):
         FileSource([FileSpec(path="x.csv", broker="oanda", symbol="EUR_USD", timezone="Mars/Olympus")])
+
+
+def test_bars_written_with_to_csv_read_back_bit_for_bit_on_either_reader(tmp_path) -> None:
+    """A pandas ``to_csv`` of real bars (UTC offsets, 17-digit floats) is Arrow's fast layout; the same file
+    with one text cell goes through pandas. Both readers give the nearest float64, i.e. the original bits."""
+    from autotrader.sources.sim import SimulatedMarket
+
+    start = pd.Timestamp("2026-03-02", tz="UTC")
+    bars = SimulatedMarket(seed=5).fetch(BTC, start, start + pd.Timedelta(days=2), pd.Timedelta("1min"))
+    columns = ["timestamp", "open", "high", "low", "close", "volume", "spread"]
+    path = tmp_path / "btc.csv"
+    bars[columns].to_csv(path, index=False)
+    assert "+00:00" in path.read_text().splitlines()[1]
+    fast = fetch(path, BTC)
+    pd.testing.assert_frame_equal(fast, bars[fast.columns].reset_index(drop=True), check_exact=True)
+    for col in columns[1:]:
+        assert np.array_equal(fast[col].to_numpy().view(np.int64), bars[col].to_numpy().view(np.int64))
+
+    text = bars[columns].astype({"volume": object})
+    text.loc[7, "volume"] = "n/a?"  # not a number: pandas keeps the column as text for validate to fail
+    text.to_csv(path, index=False)
+    slow = fetch(path, BTC)
+    assert slow["volume"].dtype == object and slow.loc[7, "volume"] == "n/a?"
+    for col in ("open", "high", "low", "close", "spread"):
+        assert np.array_equal(slow[col].to_numpy().view(np.int64), bars[col].to_numpy().view(np.int64))
+    pd.testing.assert_series_equal(slow["timestamp"], fast["timestamp"])

@@ -12,6 +12,11 @@ Timestamps become UTC only when the file says so without doubt: epochs are UTC; 
 explicit UTC offset (``Z``, ``+00:00``) are UTC; other offsets and naive times are kept as given unless
 ``data.files[].timezone`` is set, in which case they are localised (naive) and converted to UTC.
 Rows are cut to the window [start, end) only when every timestamp parsed.
+
+Numbers parse to the nearest float64 (correct rounding), so a file written from bars with pandas'
+``to_csv`` reads back bit for bit. The common CSV layout (a header, times written with a UTC offset,
+plain numbers) is read by Arrow's multithreaded CSV reader, only the columns the bars use;
+anything else — or anything Arrow refuses — goes through pandas, which gives the same frame.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from typing import IO
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytz
 
@@ -163,8 +170,11 @@ def _read_csv(path: Path) -> pd.DataFrame:
                 f"{path}: no header row and {len(tokens)} columns; a headerless file must be a 12-column "
                 "Binance kline dump or timestamp,open,high,low,close[,volume]"
             )
-        return pd.read_csv(path, sep=sep, header=None, names=list(names), low_memory=False)
-    return pd.read_csv(path, sep=sep, header=0, low_memory=False)
+        return pd.read_csv(
+            path, sep=sep, header=None, names=list(names), low_memory=False, float_precision="round_trip"
+        )
+    # round_trip: the nearest float64, as Arrow's reader gives (pandas' default parser can be 1 ulp off).
+    return pd.read_csv(path, sep=sep, header=0, low_memory=False, float_precision="round_trip")
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -336,6 +346,85 @@ def _check_timezone(spec: FileSpec, index: int) -> None:
         ) from exc
 
 
+# pandas' read_csv null markers, so Arrow reads the same cells as missing.
+_PANDAS_NULLS = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+]  # fmt: skip
+# A time as pandas writes a UTC one (``2026-06-19 00:00:00+00:00``): its ISO8601 parse is one UTC column.
+_UTC_STAMP = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,9})?\+00:00$"
+
+
+def _bar_columns(names: list[str]) -> tuple[str, list[str]] | None:
+    """The header's time column and value columns as ``to_bars`` would pick them; None for the layouts
+    only pandas reads (Date + Time pairs, an unnamed or duplicated column, no time column)."""
+    if len(set(names)) != len(names) or any(not n.strip() for n in names):
+        return None
+    columns: dict[str, str] = {}
+    for col in names:
+        columns.setdefault(_norm(col), col)
+    if "date" in columns and "time" in columns:
+        return None
+    time_col = _pick(columns, TIME_ALIASES)
+    if time_col is None:
+        return None
+    values = []
+    for name, aliases in VALUE_ALIASES.items():
+        col = _pick(columns, aliases)
+        if col is None and name == "volume":
+            col = next((c for n, c in columns.items() if n.startswith("volume")), None)
+        if col is not None:
+            values.append(str(col))
+    return str(time_col), values
+
+
+def _read_csv_fast(path: Path) -> pd.DataFrame | None:
+    """The columns the bars use, read by Arrow, when the file is the common layout (module docstring).
+
+    Returns what pandas would give for those columns, except that the times are already parsed (as
+    ``parse_timestamps`` would parse them); None sends the file down the pandas path.
+    """
+    if _suffix(path) not in (".csv", ".txt", ".tsv"):
+        return None
+    line = _first_line(path)
+    sep = _delimiter(line)
+    tokens = [t.strip().strip('"').strip("'") for t in line.split(sep)]
+    if not tokens or _is_timestamp_token(tokens[0]):  # headerless: pandas names the columns
+        return None
+    try:
+        with pcsv.open_csv(path, parse_options=pcsv.ParseOptions(delimiter=sep)) as reader:
+            picked = _bar_columns(reader.schema.names)
+    except (pa.ArrowException, OSError):
+        return None
+    if picked is None:
+        return None
+    time_col, value_cols = picked
+    try:
+        table = pcsv.read_csv(
+            path,
+            parse_options=pcsv.ParseOptions(delimiter=sep),
+            convert_options=pcsv.ConvertOptions(
+                include_columns=[time_col, *value_cols],
+                column_types={time_col: pa.string(), **dict.fromkeys(value_cols, pa.float64())},
+                null_values=_PANDAS_NULLS,
+                strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowException, OSError):
+        return None  # text in a number column, ragged rows, …: pandas reads it (or says why not)
+    stamps = table.column(time_col)
+    if (
+        table.num_rows == 0
+        or stamps.null_count
+        or not pc.all(pc.match_substring_regex(stamps, _UTC_STAMP)).as_py()
+    ):
+        return None
+    naive = pc.cast(pc.utf8_slice_codeunits(stamps, 0, -len("+00:00")), pa.timestamp("ns"))
+    frame = table.drop_columns([time_col]).to_pandas()  # no Python string per row
+    frame.insert(0, time_col, pd.Series(naive.to_numpy(), index=frame.index).dt.tz_localize("UTC"))
+    return frame
+
+
 def to_bars(frame: pd.DataFrame, spec: FileSpec, path: Path) -> pd.DataFrame:
     """Rename recognised columns to the bar schema, in file row order; unknown columns are dropped."""
     stamps = parse_timestamps(_timestamp_source(frame, path), spec.timezone, path)
@@ -398,7 +487,8 @@ class FileSource:
         parts = []
         for spec in specs:
             path = self.path_of(spec)
-            bars = to_bars(read_table(path), spec, path)
+            fast = _read_csv_fast(path) if path.is_file() else None
+            bars = to_bars(fast if fast is not None else read_table(path), spec, path)
             kept, inside = window(bars, start, end)
             if inside == 0:
                 ts = bars["timestamp"]
