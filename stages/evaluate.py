@@ -26,9 +26,15 @@ from autotrader.metrics_files import write_headline
 from autotrader.modeling.dataset import read_prepared, window_spans
 from autotrader.modeling.evaluation import evaluate, local_trials
 from autotrader.modeling.lineage import model_hash
-from autotrader.modeling.model_card import render
+from autotrader.modeling.model_card import card_summary, render
 from autotrader.modeling.plots import write_all
-from autotrader.modeling.tracking import CARD_ARTIFACT, check_inputs, finite_metrics, load_local_model
+from autotrader.modeling.tracking import (
+    CARD_ARTIFACT,
+    NOTE_TAG,
+    check_inputs,
+    finite_metrics,
+    load_local_model,
+)
 from autotrader.modeling.walkforward import predict_out_of_sample
 from autotrader.params import load_params
 
@@ -103,7 +109,8 @@ def main() -> int:
 
 
 def log_evaluation(client: MlflowClient, run_id: str, metrics: dict, card: str, plots: Path) -> None:
-    """Test-window metrics, the final model card, the plots and evaluate.json, into the training run."""
+    """Test-window metrics, the final model card (its summary as the run's description), the plots and
+    evaluate.json, into the training run."""
     from mlflow.entities import Metric
 
     flat = {f"test.{k}": v for k, v in metrics["portfolio"].items()}
@@ -118,6 +125,7 @@ def log_evaluation(client: MlflowClient, run_id: str, metrics: dict, card: str, 
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite_metrics(flat).items()])
     client.log_text(run_id, card, CARD_ARTIFACT)
+    client.set_tag(run_id, NOTE_TAG, card_summary(card))  # the run's description: the final summary
     client.log_artifacts(run_id, str(plots), "plots")
     client.log_dict(run_id, metrics, "evaluate.json")
 

@@ -1,6 +1,8 @@
 """Stage ``train``: select and fit the model, log the run to MLflow, write the model folder.
 
-Fails fast (before any work) when the tracking server is unreachable. The model folder
+Fails fast (before any work) when the tracking server is unreachable. The fit runs inside the
+MLflow run (a real duration; a failed fit leaves a FAILED run carrying the error and the params it
+tried), whose input dataset is the feature store with DVC's hash as digest. The model folder
 (``params.paths.model``) is a download of exactly the model logged to the run, written atomically;
 ``metrics/train.json`` names the run and logged model so evaluate/gate/promote report to them.
 
@@ -13,6 +15,7 @@ the training runs a killed process left RUNNING in MLflow as FAILED.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from autotrader import registry
 from autotrader.atomic import atomic_dir, guard_output, write_json
@@ -24,21 +27,25 @@ from autotrader.modeling import train as training
 from autotrader.modeling.dataset import read_prepared, window_spans
 from autotrader.modeling.lineage import data_version, git_commit, model_hash
 from autotrader.modeling.model_card import render
+from autotrader.modeling.model_card import summary as summary_text
 from autotrader.modeling.models import hyperparameters
 from autotrader.modeling.tracking import (
     CARD_ARTIFACT,
+    NOTE_TAG,
     check_inputs,
     download_model,
     fail_abandoned_runs,
     finite_metrics,
     flat_params,
     load_local_model,
+    log_feature_store,
     log_model,
     log_replay_rows,
     replay_rows,
     run_owner_tags,
+    training_run,
 )
-from autotrader.modeling.trials import MODEL_TAG, count_trials
+from autotrader.modeling.trials import FIT_PENDING, FIT_STARTED, FIT_TAG, MODEL_TAG, count_trials
 from autotrader.params import Params, load_params
 
 
@@ -59,10 +66,9 @@ def train(params: Params) -> int:
     fault_point("train", "start")
     registry.connect(params)
     experiment_id = registry.ensure_experiment(params)
-    with registry.mlflow_errors("failing runs a killed training left RUNNING", registry.tracking_uri(params)):
-        for run_id in fail_abandoned_runs(
-            mlflow.MlflowClient(), experiment_id, registry.tracking_uri(params)
-        ):
+    uri = registry.tracking_uri(params)
+    with registry.mlflow_errors("failing runs a killed training left RUNNING", uri):
+        for run_id in fail_abandoned_runs(mlflow.MlflowClient(), experiment_id, uri):
             console.print(f"train: marked run {run_id} FAILED (its process was killed)", soft_wrap=True)
     prepared = read_prepared(paths.prepared)
     features = list(prepared.info["features"])
@@ -72,69 +78,55 @@ def train(params: Params) -> int:
     earlier_oos = training.rows_before(prepared.parts.pop("test"), last_window, params.train.embargo)
     lineage = {**data_version(paths.features), **git_commit()}
 
-    with progress() as bar:
-        task = bar.add_task("train", total=training.steps(params.train))
-        result = training.fit(
-            prepared.parts["train"],
-            prepared.parts["valid"],
-            features,
-            params.train,
-            advance=lambda label: bar.update(task, advance=1, description=label),
-            where=f"{paths.prepared}/train.parquet",
-            extra=earlier_oos,
-            final_before=last_window,
-        )
-    with registry.mlflow_errors("counting earlier trials of this model", registry.tracking_uri(params)):
-        trials = count_trials(
-            mlflow.MlflowClient(), experiment_id, params.mlflow.model_name, len(params.train.candidates)
-        )
-
-    fault_point("train", "middle")
-    summary = {
-        "chosen": result.chosen,
-        "cv_metric": params.train.cv_metric,
-        "cv": {
-            name: {"mean": cand.mean, "folds": cand.fold_scores} for name, cand in result.candidates.items()
-        },
-        "valid": result.valid_scores,
-        "counts": result.counts,
-        "features": len(features),
-        "trials": trials,
-        **lineage,
-    }
-    uri = registry.tracking_uri(params)
+    # The fit runs inside the MLflow run: its duration is the training's, and a failed fit leaves a
+    # FAILED run with the error (tracking.training_run) and the configuration it tried.
     with (
         registry.mlflow_errors("logging the training run", uri),
-        mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"train-{result.chosen}", tags=run_owner_tags()
-        ) as run,
+        training_run(experiment_id, "train", {**run_owner_tags(), **run_tags(params, lineage)}) as run,
     ):
-        mlflow.set_tags(
-            {
-                "autotrader.stage": "train",
-                "autotrader.candidate": result.chosen,
-                MODEL_TAG: params.mlflow.model_name,
-                "data_version": lineage["data_version"],
-                "data_version_source": lineage["data_version_source"],
-                "git_commit": lineage["git_commit"] or "none",
-                "git_dirty": str(lineage["git_dirty"]),
-            }
+        mlflow.log_params(logged_params(params, prepared.info, features, lineage))
+        log_feature_store(
+            paths.features, lineage["data_version"], features, digest_source=lineage["data_version_source"]
         )
-        logged = {**flat_params("train", params.train.model_dump(exclude={"hgb", "logreg"}))}
-        for name in params.train.candidates:
-            logged.update(hyperparameters(name, params.train))
-        logged.update(
-            {
-                "chosen": result.chosen,
-                "n_features": len(features),
-                "window_start": prepared.info["boundaries"]["start"],
-                "valid_start": prepared.info["boundaries"]["valid_start"],
-                "test_start": prepared.info["boundaries"]["test_start"],
-                "window_end": prepared.info["boundaries"]["end"],
-                "data_version": lineage["data_version"],
-            }
+        mlflow.set_tag(FIT_TAG, FIT_STARTED)
+        with progress() as bar:
+            task = bar.add_task("train", total=training.steps(params.train))
+            result = training.fit(
+                prepared.parts["train"],
+                prepared.parts["valid"],
+                features,
+                params.train,
+                advance=lambda label: bar.update(task, advance=1, description=label),
+                where=f"{paths.prepared}/train.parquet",
+                extra=earlier_oos,
+                final_before=last_window,
+            )
+        client = mlflow.MlflowClient()
+        client.update_run(run.info.run_id, name=f"train-{result.chosen}")
+        mlflow.set_tag("autotrader.candidate", result.chosen)
+        mlflow.log_param("chosen", result.chosen)
+        trials = count_trials(
+            client,
+            experiment_id,
+            params.mlflow.model_name,
+            len(params.train.candidates),
+            exclude_run_id=run.info.run_id,
         )
-        mlflow.log_params(logged)
+
+        fault_point("train", "middle")
+        summary = {
+            "chosen": result.chosen,
+            "cv_metric": params.train.cv_metric,
+            "cv": {
+                name: {"mean": cand.mean, "folds": cand.fold_scores}
+                for name, cand in result.candidates.items()
+            },
+            "valid": result.valid_scores,
+            "counts": result.counts,
+            "features": len(features),
+            "trials": trials,
+            **lineage,
+        }
         for name, cand in result.candidates.items():
             for step, scores in enumerate(cand.fold_scores, start=1):
                 mlflow.log_metrics(
@@ -146,6 +138,8 @@ def train(params: Params) -> int:
         model_info = log_model(result.model, X, feature_set=feature_set_record(prepared.info))
         summary.update(run_id=run.info.run_id, model_id=model_info.model_id, model_uri=model_info.model_uri)
         mlflow.log_text(render(params, training=summary, prepared=prepared.info), CARD_ARTIFACT)
+        # the run's description until evaluate replaces it: the card's summary, training part
+        mlflow.set_tag(NOTE_TAG, summary_text(params, training=summary, prepared=prepared.info))
         mlflow.log_dict(prepared.info, "prepared/splits.json")
         log_replay_rows(replay_rows(prepared.parts["valid"], features))
 
@@ -165,6 +159,39 @@ def train(params: Params) -> int:
         f"run {summary['run_id']} → {paths.model}"
     )
     return 0
+
+
+def run_tags(params: Params, lineage: dict[str, Any]) -> dict[str, str]:
+    """Tags set when the run starts, before the fit: a failed run still says what it trained on."""
+    return {
+        "autotrader.stage": "train",
+        MODEL_TAG: params.mlflow.model_name,
+        FIT_TAG: FIT_PENDING,  # a run that fails before the fit counts as no trial
+        "data_version": lineage["data_version"],
+        "data_version_source": lineage["data_version_source"],
+        "git_commit": lineage["git_commit"] or "none",
+        "git_dirty": str(lineage["git_dirty"]),
+    }
+
+
+def logged_params(
+    params: Params, info: dict[str, Any], features: list[str], lineage: dict[str, Any]
+) -> dict[str, Any]:
+    """The run's params: train knobs, every candidate's hyper-parameters, the window boundaries."""
+    logged = {**flat_params("train", params.train.model_dump(exclude={"hgb", "logreg"}))}
+    for name in params.train.candidates:
+        logged.update(hyperparameters(name, params.train))
+    logged.update(
+        {
+            "n_features": len(features),
+            "window_start": info["boundaries"]["start"],
+            "valid_start": info["boundaries"]["valid_start"],
+            "test_start": info["boundaries"]["test_start"],
+            "window_end": info["boundaries"]["end"],
+            "data_version": lineage["data_version"],
+        }
+    )
+    return logged
 
 
 if __name__ == "__main__":

@@ -164,9 +164,10 @@ def test_the_model_serves_as_the_contract_says(built: Project) -> None:
     assert set(np.unique(pred)) <= {-1, 0, 1} and len(set(pred)) > 1
 
 
-def test_training_run_is_logged_with_lineage(built: Project) -> None:
+def test_training_run_is_logged_with_lineage(built: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
+    monkeypatch.chdir(built.root)  # artifact locations are relative to the repository (registry.py)
     registry.connect(registry_params(built))
     train = read_json(built, "metrics/train.json")
     run = mlflow.MlflowClient().get_run(train["run_id"])

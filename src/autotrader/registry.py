@@ -9,6 +9,17 @@ environment wins over params), fails fast with a ``RegistryError`` naming the UR
 server does not answer (a short HTTP check instead of MLflow's minute-long retries), and remembers
 the client so the module-level helpers below work without passing it around. It also points MLflow's
 process-wide tracking/registry URI at the same place, so ``models:/…`` URIs resolve there.
+
+Artifact locations are portable. Against a server, the server decides (``--serve-artifacts``:
+``mlflow-artifacts:/…`` URIs, valid wherever the server is reached). On the local sqlite default, a
+relative ``mlflow.artifact_location`` (``mlartifacts``) stays relative to the repository, like
+``sqlite:///mlflow.db`` itself: MLflow would store the absolute path it resolves at creation
+(``resolve_uri_if_local``), which breaks as soon as the repository is moved or cloned elsewhere, so
+``ensure_experiment`` writes the relative form into the experiment row. Runs, logged models and
+registered versions inherit it; everything is then read from the repository root (as every stage,
+``make`` target and CLI command runs).
+
+Version tags are strings; numbers in them are rounded to ``TAG_DIGITS`` significant digits.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ STAGING = "staging"
 CHAMPION = "champion"
 ALIASES: tuple[str, ...] = (STAGING, CHAMPION)
 HEALTH_TIMEOUT_S = 3.0
+TAG_DIGITS = 4
 
 _client: MlflowClient | None = None
 
@@ -48,16 +60,19 @@ def is_remote(uri: str) -> bool:
 
 
 def artifact_location(params: Params) -> str | None:
-    """Where a new experiment keeps artifacts: ``params.mlflow.artifact_location`` as an absolute URI.
+    """Where a new experiment keeps artifacts: ``params.mlflow.artifact_location``, a relative path kept relative.
 
-    Only for a local backend (sqlite/file); a remote server decides for itself (``--artifacts-destination``).
+    A URI (``s3://…``, ``mlflow-artifacts:/…``) or an absolute path is used as given (the latter as a
+    ``file://`` URI). Only for a local backend (sqlite); a remote server decides for itself
+    (``--serve-artifacts``: ``mlflow-artifacts:/`` URIs).
     """
     if is_remote(tracking_uri(params)):
         return None
     location = params.mlflow.artifact_location
-    if "://" in location:
+    if "://" in location or location.startswith("mlflow-artifacts:"):
         return location
-    return Path(location).resolve().as_uri()
+    path = Path(location)
+    return path.as_uri() if path.is_absolute() else path.as_posix()
 
 
 def check_reachable(uri: str, timeout: float = HEALTH_TIMEOUT_S) -> None:
@@ -163,14 +178,58 @@ def _default(client: MlflowClient | None) -> MlflowClient:
 
 
 def ensure_experiment(params: Params, client: MlflowClient | None = None) -> str:
-    """The id of ``params.mlflow.experiment``, created (with the params' artifact location) if missing."""
+    """The id of ``params.mlflow.experiment``, created (with the params' artifact location) if missing.
+
+    On sqlite with a relative location, the experiment keeps it relative (see the module docstring);
+    an experiment an older version created with this repository's absolute path is switched to the
+    relative form too, so its next runs are portable (earlier runs keep their absolute paths).
+    """
     client = _default(client)
     name = params.mlflow.experiment
-    with mlflow_errors(f"finding experiment {name!r}", tracking_uri(params)):
+    uri = tracking_uri(params)
+    location = artifact_location(params)
+    with mlflow_errors(f"finding experiment {name!r}", uri):
         found = client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        return client.create_experiment(name, artifact_location=artifact_location(params))
+        if found is None:
+            experiment_id = client.create_experiment(name, artifact_location=location)
+            stored = client.get_experiment(experiment_id).artifact_location
+        else:
+            experiment_id, stored = found.experiment_id, found.artifact_location
+    db = sqlite_file(uri)
+    relative = location is not None and _is_relative(location)
+    if db is not None and relative and stored != location and _same_folder(stored, str(location)):
+        _store_relative_location(db, experiment_id, str(location))
+    return experiment_id
+
+
+def _is_relative(location: str) -> bool:
+    return ":" not in location and not Path(location).is_absolute()
+
+
+def _same_folder(stored: str, relative: str) -> bool:
+    """Whether ``stored`` (what MLflow resolved) is ``relative`` resolved from the current folder."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    try:
+        return Path(local_file_uri_to_path(stored)).resolve() == Path(relative).resolve()
+    except (ValueError, OSError):
+        return False
+
+
+def _store_relative_location(db: Path, experiment_id: str, location: str) -> None:
+    """Write ``location`` (relative) as the experiment's artifact location: MLflow has no API for it."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn, conn:
+            conn.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                (location, int(experiment_id)),
+            )
+    except sqlite3.Error as exc:
+        raise RegistryError(
+            f"keeping the artifact location of experiment {experiment_id} relative in {db} failed: {exc}"
+        ) from exc
 
 
 def model_uri(name: str, version: str | int) -> str:
@@ -183,8 +242,18 @@ def alias_uri(name: str, alias: str) -> str:
     return f"models:/{name}@{alias}"
 
 
+def tag_number(value: Any, digits: int = TAG_DIGITS) -> str:
+    """A number as a tag shows it: ``digits`` significant digits (``1.234``, ``0.5679``, ``1.235e+05``).
+
+    Integers and booleans stay exact; anything else is ``str``.
+    """
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
 def _tag_values(tags: Mapping[str, Any] | None) -> dict[str, str]:
-    return {str(k): v if isinstance(v, str) else str(v) for k, v in (tags or {}).items()}
+    return {str(k): v if isinstance(v, str) else tag_number(v) for k, v in (tags or {}).items()}
 
 
 def register_model(
@@ -194,28 +263,32 @@ def register_model(
     run_id: str | None = None,
     model_id: str | None = None,
     tags: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    model_description: str | None = None,
     client: MlflowClient | None = None,
 ) -> str:
     """Register ``source`` (``models:/<model_id>``, ``runs:/…`` or an artifact URI) as a new version of ``name``.
 
     Returns the new version number (a string, as MLflow gives it). The registered model is created on
-    first use. Tags are stringified.
+    first use, with ``model_description`` (also given to an existing model whose description is
+    empty). ``description`` is the version's (the model card summary). Tags are stringified, numbers
+    rounded (``tag_number``).
     """
     from mlflow.exceptions import MlflowException
 
     client = _default(client)
     with mlflow_errors(f"registering {source} as {name!r}"):
         try:
-            client.create_registered_model(name)
+            client.create_registered_model(name, description=model_description)
         except MlflowException as exc:
             if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                 raise
-        if source.startswith("runs:/") and model_id is None:
-            version = client.create_model_version(name, source, run_id=run_id, tags=_tag_values(tags))
-        else:
-            version = client.create_model_version(
-                name, source, run_id=run_id, tags=_tag_values(tags), model_id=model_id
-            )
+            if model_description and not client.get_registered_model(name).description:
+                client.update_registered_model(name, description=model_description)
+        extra = {} if source.startswith("runs:/") and model_id is None else {"model_id": model_id}
+        version = client.create_model_version(
+            name, source, run_id=run_id, tags=_tag_values(tags), description=description, **extra
+        )
     return str(version.version)
 
 

@@ -23,7 +23,8 @@ from autotrader.console import console
 from autotrader.errors import AutoTraderError, PromotionRefused
 from autotrader.faults import fault_point
 from autotrader.modeling.lineage import git_commit, model_hash
-from autotrader.modeling.tracking import load_local_model
+from autotrader.modeling.model_card import card_summary, model_description
+from autotrader.modeling.tracking import card_of_run, load_local_model
 from autotrader.params import Params, load_params
 from autotrader.store import feature_columns
 
@@ -91,11 +92,12 @@ def version_tags(
         "gates.promote": str(bool(verdict["promote"])).lower(),
     }
     for gate in verdict.get("gates", []):
-        tags[f"gate.{gate['name']}"] = f"{gate['verdict']} ({gate['value']} {gate['op']} {gate['threshold']})"
+        value, threshold = registry.tag_number(gate["value"]), registry.tag_number(gate["threshold"])
+        tags[f"gate.{gate['name']}"] = f"{gate['verdict']} ({value} {gate['op']} {threshold})"
     for key in ("sharpe", "max_drawdown", "win_rate", "n_trades", "profit_factor"):
         if key in evaluation.get("portfolio", {}):
             tags[f"metric.{key}"] = evaluation["portfolio"][key]
-    return {k: str(v) for k, v in tags.items()}
+    return {k: registry.tag_number(v) for k, v in tags.items()}  # numbers to 4 significant digits
 
 
 def existing_version(name: str, digest: str) -> str | None:
@@ -151,7 +153,13 @@ def promote_model(params: Params, *, if_approved: bool = False) -> dict[str, Any
     if created:
         source = f"models:/{local.model_id}" if local.model_id else f"runs:/{local.run_id}/model"
         version = registry.register_model(
-            source, name, run_id=local.run_id, model_id=local.model_id, tags=tags
+            source,
+            name,
+            run_id=local.run_id,
+            model_id=local.model_id,
+            tags=tags,
+            description=card_summary(card_of_run(local.run_id)) if local.run_id else None,
+            model_description=model_description(),
         )
     try:
         registry.set_alias(name, registry.STAGING, version)

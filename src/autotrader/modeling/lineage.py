@@ -1,13 +1,16 @@
 """Where a model came from: the data version, the git commit and a content hash of the model folder.
 
-The data version is DVC's own hash of the feature store when ``dvc.lock`` records one (so it matches
-``dvc status``/``dvc exp show``); outside DVC it is a hash of the store's fingerprint and source hash
-(``_metadata.json``), which changes exactly when the stored features would.
+The data version is DVC's own hash of the feature store folder (``<md5>.dir``, what ``dvc.lock``
+records and ``dvc status``/``dvc exp show`` compare), computed here the way DVC computes it
+(``dvc_dir_md5``), so it is known with or without DVC and is never stale: ``data_version_source``
+says whether ``dvc.lock`` records the same hash. It is also the digest of the ``feature-store`` dataset
+the training run logs with ``mlflow.log_input`` (36 characters: what MLflow's digest column holds).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -15,28 +18,71 @@ from typing import Any
 
 import yaml
 
-from autotrader.store import read_metadata
-
 
 def _norm(path: str) -> str:
     return os.path.normpath(path).rstrip("/")
 
 
-def data_version(features_root: str, lock_path: str | os.PathLike[str] = "dvc.lock") -> dict[str, str]:
-    """``{"data_version": …, "data_version_source": "dvc.lock" | "store-metadata"}``."""
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def dvc_dir_md5(folder: str | os.PathLike[str]) -> str:
+    """DVC 3's hash of a folder: md5 of the sorted ``[{"md5": …, "relpath": …}]`` JSON, plus ``.dir``.
+
+    As ``dvc_data.hashfile.tree.Tree.digest`` does it (file md5 over raw bytes, relative POSIX paths,
+    ``json.dumps(sort_keys=True)``); the feature store holds no file ``.dvcignore`` would skip.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (the feature store; run the features stage)")
+    entries = sorted(
+        (
+            {"md5": _file_md5(path), "relpath": path.relative_to(folder).as_posix()}
+            for path in folder.rglob("*")
+            if path.is_file()
+        ),
+        key=lambda entry: entry["relpath"],
+    )
+    blob = json.dumps(entries, sort_keys=True).encode("utf-8")
+    return hashlib.md5(blob, usedforsecurity=False).hexdigest() + ".dir"
+
+
+def locked_md5(path: str, lock_path: str | os.PathLike[str] = "dvc.lock") -> str | None:
+    """The md5 ``dvc.lock`` records for the output ``path``, or None (no lock, no such output)."""
     lock = Path(lock_path)
-    if lock.is_file():
-        try:
-            content = yaml.safe_load(lock.read_text()) or {}
-        except yaml.YAMLError:
-            content = {}
-        for stage in (content.get("stages") or {}).values():
-            for out in stage.get("outs", []) or []:
-                if _norm(str(out.get("path", ""))) == _norm(features_root) and out.get("md5"):
-                    return {"data_version": str(out["md5"]), "data_version_source": "dvc.lock"}
-    meta = read_metadata(features_root)
-    blob = f"{meta.get('fingerprint')}:{meta.get('source_hash')}".encode()
-    return {"data_version": hashlib.sha256(blob).hexdigest(), "data_version_source": "store-metadata"}
+    if not lock.is_file():
+        return None
+    try:
+        content = yaml.safe_load(lock.read_text()) or {}
+    except yaml.YAMLError:
+        return None
+    for stage in (content.get("stages") or {}).values():
+        for out in stage.get("outs", []) or []:
+            if _norm(str(out.get("path", ""))) == _norm(path) and out.get("md5"):
+                return str(out["md5"])
+    return None
+
+
+def data_version(features_root: str, lock_path: str | os.PathLike[str] = "dvc.lock") -> dict[str, str]:
+    """``{"data_version": <DVC md5 of the store>, "data_version_source": …}``.
+
+    The source is ``dvc.lock`` when the lock records this very hash; ``computed (no dvc.lock entry)``
+    outside DVC; ``computed (dvc.lock records …: the store changed outside DVC)`` when they disagree.
+    """
+    computed = dvc_dir_md5(features_root)
+    recorded = locked_md5(features_root, lock_path)
+    if recorded == computed:
+        source = "dvc.lock"
+    elif recorded is None:
+        source = "computed (no dvc.lock entry)"
+    else:
+        source = f"computed (dvc.lock records {recorded}: the store changed outside DVC)"
+    return {"data_version": computed, "data_version_source": source}
 
 
 def git_commit(cwd: str | os.PathLike[str] = ".") -> dict[str, Any]:

@@ -84,6 +84,10 @@ def render(
         f"`{training.get('model_id')}` · data version `{training.get('data_version')}` · git "
         f"`{training.get('git_commit') or 'n/a'}`",
         "",
+        SUMMARY_HEADING,
+        "",
+        summary(params, training=training, prepared=prepared, evaluation=evaluation),
+        "",
         "## Intended use",
         "",
         "Directional signal for intraday trading of the instruments below: for each closed bar it predicts "
@@ -259,6 +263,74 @@ def render(
         "",
     ]
     return "\n".join(parts)
+
+
+SUMMARY_HEADING = "## Summary"
+
+
+def summary(
+    params: Params,
+    *,
+    training: Mapping[str, Any],
+    prepared: Mapping[str, Any],
+    evaluation: Mapping[str, Any] | None = None,
+) -> str:
+    """A few sentences a reviewer reads first: what the model is, what it learnt from, how it did.
+
+    The card's ``## Summary`` section, and the registered version's description in MLflow.
+    """
+    instruments = sorted(prepared.get("splits", {}).get("test", {}).get("instruments", {}))
+    chosen = training.get("chosen")
+    cv = (training.get("cv") or {}).get(chosen, {}) if chosen else {}
+    text = (
+        f"**{chosen}** signal for {', '.join(instruments) or '–'} ({prepared.get('interval')} bars): long, "
+        f"flat or short over the next {params.train.horizon} bars. Chosen by purged walk-forward CV "
+        f"({params.train.cv_metric} {_fmt(cv.get('mean'))}) on data `{training.get('data_version')}` "
+        f"(the feature store's DVC hash), git `{(training.get('git_commit') or 'n/a')[:12]}`."
+    )
+    if evaluation is None:
+        return text + " Backtest pending: the evaluate stage fills it in."
+    portfolio = evaluation.get("portfolio") or {}
+    dsr = evaluation.get("dsr") or {}
+    windows = evaluation.get("windows") or []
+    level = (evaluation.get("ci") or {}).get("level", params.train.ci_level)
+    text += (
+        f" Out of sample ({len(windows)} walk-forward windows of {params.train.test_days} days, pooled, "
+        f"after costs): Sharpe {_fmt(portfolio.get('sharpe'), 2)} ({level:.0%} CI "
+        f"{_interval(portfolio.get('sharpe_ci'))}), max drawdown {_pct(portfolio.get('max_drawdown'))}, "
+        f"win rate {_pct(portfolio.get('win_rate'))}, {_fmt(portfolio.get('n_trades'))} trades; deflated "
+        f"Sharpe {_fmt(dsr.get('dsr'))} over {_fmt(dsr.get('n_trials'), 0)} trials."
+    )
+    if evaluation.get("synthetic"):
+        text += " Synthetic data: the signal is planted."
+    return text
+
+
+def card_summary(card: str) -> str:
+    """The ``## Summary`` section of a rendered card (empty when the card has none)."""
+    lines = card.splitlines()
+    if SUMMARY_HEADING not in lines:
+        return ""
+    body = lines[lines.index(SUMMARY_HEADING) + 1 :]
+    end = next((k for k, line in enumerate(body) if line.startswith("## ")), len(body))
+    return "\n".join(body[:end]).strip()
+
+
+def model_description() -> str:
+    """The registered model's description in MLflow: what every version is, and where to read more."""
+    return (
+        "AutoTrader's intraday signal classifier: for each closed bar it predicts 1 (long), 0 (flat) or "
+        "-1 (short) for the log return over the next `train.horizon` bars against the cost threshold. "
+        "Inputs are the feature-store columns in each version's signature. A version is registered by "
+        "`autotrader promote` only after every gate passed (walk-forward backtest, deflated Sharpe, champion "
+        "comparison); aliases `staging` and `champion` point at versions. Each version's description is "
+        "its model card summary; its tags carry the gate results, headline metrics, the data version (DVC "
+        "hash of the feature store) and git commits; its run holds the full model card, plots and inputs."
+    )
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{float(value):.1%}"
 
 
 def _interval(ci: Any) -> str:

@@ -9,15 +9,24 @@ A training process killed with ``kill -9`` never ends its MLflow run, which woul
 forever. Each training run therefore carries its owner (host, pid and the pid's start time,
 ``run_owner_tags``), and the next training start marks FAILED every RUNNING training run whose
 owner is gone (``fail_abandoned_runs``).
+
+The fit runs inside the run (``training_run``): a run's duration is the training's, and a failure
+leaves a FAILED run that says why (tag ``error``, the traceback as ``error.txt``, the run's
+description). The feature store the model learnt from is the run's input dataset
+(``log_feature_store``): name ``feature-store``, digest = DVC's hash of the store, source its path in
+the repository.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import socket
 import tempfile
-from collections.abc import Mapping
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +46,11 @@ OWNER_PID_TAG = "autotrader.owner.pid"
 OWNER_START_TAG = "autotrader.owner.started"  # the pid's start time (clock ticks since boot): pids get reused
 ABANDONED_TAG = "autotrader.abandoned"
 CARD_ARTIFACT = "model_card.md"
+ERROR_TAG = "error"
+ERROR_ARTIFACT = "error.txt"
+NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
+FEATURE_STORE_DATASET = "feature-store"
+MAX_TAG_CHARS = 5000  # MLflow refuses tag values over 8000 characters
 
 
 @dataclass(frozen=True)
@@ -317,3 +331,70 @@ def check_inputs(model: LocalModel, features: list[str], where: str) -> None:
             f"{model.path}: the model's input signature does not match the features of {where}"
             f" ({detail or 'same names, different order'})"
         )
+
+
+@contextlib.contextmanager
+def training_run(experiment_id: str, run_name: str, tags: Mapping[str, str]) -> Iterator[Any]:
+    """An MLflow run around the whole training; on failure it ends FAILED and says why.
+
+    The ``error`` tag and the run's description carry ``<Exception>: <message>``, ``error.txt`` the
+    traceback. Recording the error never hides it: if MLflow itself is what failed, the original
+    exception still propagates.
+    """
+    import mlflow
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
+        try:
+            yield run
+        except BaseException as exc:
+            record_error(run.info.run_id, exc)
+            raise
+
+
+def record_error(run_id: str, exc: BaseException) -> None:
+    """Tag ``run_id`` with the error and log its traceback; best effort (the caller re-raises ``exc``)."""
+    import mlflow
+
+    message = f"{type(exc).__name__}: {exc}"[:MAX_TAG_CHARS]
+    try:
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, ERROR_TAG, message)
+        client.set_tag(run_id, NOTE_TAG, f"**Training failed.** {message}")
+        client.log_text(run_id, "".join(traceback.format_exception(exc)), ERROR_ARTIFACT)
+    except Exception:  # the run is failing already; the original error is what matters
+        pass
+
+
+def log_feature_store(
+    path: str, digest: str, features: Sequence[str], *, digest_source: str, context: str = "training"
+) -> None:
+    """Record the feature store as the active run's input dataset (shown in the MLflow UI's Datasets).
+
+    A metadata-only dataset: nothing is uploaded. ``path`` stays as given (relative to the repository,
+    so it is valid in every clone); the schema lists the feature columns the model takes, as doubles.
+    """
+    import mlflow
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
+
+    dataset = MetaDataset(
+        get_dataset_source_from_json(json.dumps({"uri": path}), source_type="local"),
+        name=FEATURE_STORE_DATASET,
+        digest=digest,
+        schema=Schema([ColSpec("double", name) for name in features]),
+    )
+    mlflow.log_input(
+        dataset, context=context, tags={"dvc.path": path, "digest_source": digest_source[:MAX_TAG_CHARS]}
+    )
+
+
+def card_of_run(run_id: str) -> str:
+    """The model card logged to ``run_id`` (evaluate's final one, else train's); empty when there is none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.artifacts.load_text(f"runs:/{run_id}/{CARD_ARTIFACT}")
+    except (MlflowException, OSError):
+        return ""

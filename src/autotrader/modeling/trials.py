@@ -7,7 +7,8 @@ earlier configuration and every re-run is another draw. So the count is:
 * every earlier ``train`` run in the MLflow experiment that was logged for this model name (tag
   ``autotrader.model_name``; runs from before the tag existed count too), each contributing the
   candidates it evaluated (its ``train.candidates`` param; 1 when it logged none) — finished,
-  failed or killed alike, since a crashed run may still have looked at its CV scores;
+  failed or killed alike, since a crashed run may still have looked at its CV scores; only a run
+  that failed before its fit began (tag ``autotrader.fit`` = ``pending``: it saw no score) is left out;
 * plus this run's candidates.
 
 With an empty, local registry that is just this run's candidates, and the record says so.
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 
 STAGE_TAG = "autotrader.stage"
 MODEL_TAG = "autotrader.model_name"
+FIT_TAG = "autotrader.fit"  # "pending" from the run's start until the fit begins, then "started"
+FIT_PENDING = "pending"
+FIT_STARTED = "started"
 PAGE = 1000
 
 
@@ -56,6 +60,8 @@ def count_trials(
             tagged = run.data.tags.get(MODEL_TAG)
             if tagged is not None and tagged != model_name:
                 continue
+            if run.data.tags.get(FIT_TAG) == FIT_PENDING:
+                continue  # ended before fitting anything
             prior_runs += 1
             prior_candidates += candidates_of(run.data.params)
         token = page.token
