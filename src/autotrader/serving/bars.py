@@ -2,10 +2,12 @@
 
 Design: **stateless**. Each request carries, per instrument, the newest bar and the bars before it
 that the features read (the warm-up: ``warmup_bars`` of the model's feature params, + 1 for the bar
-itself; ``GET /readyz`` says how many as ``bars.bars_required``). The server runs
-``autotrader.features.compute_feature_arrays`` — the function the feature store runs — over that
-window and predicts for the newest bar. The features are window-local bit for bit
-(docs/features.md), so the row equals the store's row exactly. No per-instrument state is kept:
+itself; ``GET /readyz`` says how many as ``bars.bars_required``). The server computes the newest
+bar's features from that window with ``autotrader.features.compute_last_row``: the arithmetic of
+``compute_feature_arrays`` — the function the feature store runs — for the newest row only
+(tests/test_features_lastrow.py holds the two equal bit for bit), and predicts for that bar. The
+features are window-local bit for bit (docs/features.md), so the row equals the store's row
+exactly. No per-instrument state is kept:
 any replica (stable or canary, a fresh pod, a pod that saw none of the instrument's earlier bars)
 gives the same answer to the same request. docs/serving.md ("Bars in") has the measured reasons.
 
@@ -33,8 +35,9 @@ import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from autotrader.calendars import profile
-from autotrader.features import compute_feature_arrays, feature_names, fingerprint, warmup_bars
+from autotrader.features import compute_last_row, feature_names, fingerprint, warmup_bars
 from autotrader.features.contract import FEATURE_SET_KEY, params_diff, params_hash
+from autotrader.features.spec import BarArrays
 from autotrader.params import Broker, FeatureParams, ValidateParams
 from autotrader.serving.model import LoadedModel
 from autotrader.serving.schemas import RequestError, _errors, _summary, iso_utc
@@ -299,20 +302,19 @@ def check_window(
 
 
 def features_of(window: Window, fs: FeatureSet) -> np.ndarray:
-    """The newest bar's features, in ``fs.names`` order: the store's function over the last window."""
-    last = slice(len(window.stamps_us) - fs.bars_required, None)
-    frame = pd.DataFrame(
-        {
-            "timestamp": pd.DatetimeIndex(window.stamps_us[last].astype("datetime64[us]"), tz=UTC).as_unit(
-                "ns"
-            ),
-            "broker": window.broker,
-            "symbol": window.symbol,
-            **{k: a[last] for k, a in window.values.items()},
-        }
+    """The newest bar's features, in ``fs.names`` order: the store's row, bit for bit.
+
+    ``compute_last_row`` does the store's arithmetic for the newest row only (~0.3 ms of CPU
+    instead of ~1.6 ms for ``compute_feature_arrays`` over the whole window, then its last row);
+    tests/test_features_lastrow.py holds it equal to the full path bit for bit.
+    """
+    start = len(window.stamps_us) - fs.bars_required
+    v = window.values
+    arrays = BarArrays(
+        *(np.ascontiguousarray(v[c][start:]) for c in ("open", "high", "low", "close", "volume", "spread"))
     )
-    arrays = compute_feature_arrays(frame, fs.params)
-    return np.array([arrays[name][-1] for name in fs.names], dtype=np.float64)
+    row = compute_last_row(arrays, fs.params)
+    return np.array([row[name] for name in fs.names], dtype=np.float64)
 
 
 class BarsService:
