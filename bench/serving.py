@@ -29,7 +29,6 @@ import json
 import multiprocessing as mp
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -113,21 +112,21 @@ def payloads(frame: Any, columns: list[str]) -> list[bytes]:
 
 
 class Server:
-    def __init__(self, model_uri: str) -> None:
-        import socket
+    """``autotrader serve`` on a free port (``autotrader.processes``: the helper every caller uses)."""
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+    def __init__(self, model_uri: str) -> None:
+        from autotrader.processes import ServerProcess, free_port
+
+        self.port = free_port()
         env = dict(os.environ, MODEL_URI=model_uri, MODEL_VERSION="bench")
         env.pop("MLFLOW_TRACKING_URI", None)
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        self.process = ServerProcess(
             [str(BIN / "autotrader"), "serve", "--port", str(self.port), "--log-level", "warning"],
             env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+            url=f"http://127.0.0.1:{self.port}",
+        ).start()
+        assert self.process.proc is not None
+        self.proc = self.process.proc
 
     @property
     def url(self) -> str:
@@ -136,28 +135,13 @@ class Server:
     def wait_ready(self, timeout: float = 180) -> dict[str, Any]:
         import httpx
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise SystemExit(f"server exited: {self.log.read().decode()[-2000:]}")
-            try:
-                response = httpx.get(f"{self.url}/readyz", timeout=2)
-                if response.status_code == 200:
-                    return response.json()
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit("server not ready in time")
+        from autotrader.processes import http_ok
+
+        self.process.wait_until(http_ok(f"{self.url}/readyz"), timeout)
+        return dict(httpx.get(f"{self.url}/readyz", timeout=2).json())
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        self.process.stop(grace=15)
 
 
 # -------------------------------------------------------------------------------------- load (child)

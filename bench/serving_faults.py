@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import serving as bench_serving  # noqa: E402 - bench/serving.py: the model and request rows
 
+from autotrader.processes import ServerProcess, free_port, http_ok  # noqa: E402
 from tests.stalling import StallingServer, slow_client  # noqa: E402 - loopback stalling peers
 
 RESULTS = REPO / "bench" / "results" / "serving_faults.json"
@@ -52,40 +52,17 @@ BIN = Path(sys.executable).parent
 ALL = ("disconnects", "slow_senders", "slow_body", "registry", "broker")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def server(model_uri: str, env: dict[str, str], log: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     full = {**os.environ, "MODEL_URI": model_uri, **env}
     if "MLFLOW_TRACKING_URI" not in env:
         full.pop("MLFLOW_TRACKING_URI", None)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "autotrader"), "serve", "--port", str(port), "--log-level", "warning"],
-            env=full,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                time.sleep(0.1)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    url = f"http://127.0.0.1:{port}"
+    argv = [str(BIN / "autotrader"), "serve", "--port", str(port), "--log-level", "warning"]
+    with ServerProcess(argv, env=full, log=log, url=url) as process:
+        process.wait_until(http_ok(f"{url}/healthz", timeout=1), 60)
+        yield url
 
 
 def _ready(url: str, give_up: float) -> dict[str, Any]:
@@ -206,7 +183,7 @@ def registry(tmp: Path, env: dict[str, str], give_up: float) -> dict[str, Any]:
                     StallingServer(b"", interval=None, max_seconds=give_up + 30)
                 ).url
             else:
-                tracking = f"http://127.0.0.1:{_free_port()}"
+                tracking = f"http://127.0.0.1:{free_port()}"
             run_env = {**env, "MLFLOW_TRACKING_URI": tracking}
             with server("models:/autotrader-signal/1", run_env, tmp / f"registry_{kind}.log") as url:
                 started = time.monotonic()

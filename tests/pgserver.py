@@ -13,7 +13,7 @@ install step, except under CI (``CI=true``), where that is a failure: CI must te
 
 ``MlflowTrackingServer`` runs the command line of ``deploy/mlflow/deployment.yaml`` (init container,
 then server), with the ``$(VAR)`` references expanded as the kubelet would, from local values. Starting
-and stopping go through ``autotrader.rehearsal.servers`` (``_wait``/``_stop``), the helper every server in
+and stopping go through ``autotrader.processes`` (``wait_until``/``stop_process``), the helper every server in
 the tests uses.
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from autotrader.rehearsal.servers import _stop, _wait, free_port
+from autotrader.processes import free_port, stop_process, wait_until
 
 from .conftest import BIN, REPO, tool_env
 
@@ -269,7 +269,7 @@ class MlflowTrackingServer:
             self.proc = subprocess.Popen(
                 self.argv("server"), env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
             )
-        _wait(
+        wait_until(
             lambda: httpx.get(f"{self.url}/health", timeout=2).status_code == 200,
             timeout,
             "mlflow server (postgres)",
@@ -279,4 +279,4 @@ class MlflowTrackingServer:
         return self
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)

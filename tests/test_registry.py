@@ -19,7 +19,7 @@ import pytest
 from autotrader import registry
 from autotrader.errors import RegistryError
 from autotrader.params import MlflowParams, Params
-from autotrader.rehearsal.servers import _stop, _wait, free_port
+from autotrader.processes import free_port, stop_process, wait_until
 
 from .conftest import BIN, tool_env
 
@@ -61,12 +61,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     uri = f"http://127.0.0.1:{port}"
     try:
-        _wait(
+        wait_until(
             lambda: httpx.get(f"{uri}/health", timeout=1).status_code == 200, 120, "mlflow server", proc, log
         )
         yield uri
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def params_for(uri: str, artifacts: Path) -> Params:

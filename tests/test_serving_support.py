@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from autotrader.params import FeatureParams, Instrument
+from autotrader.processes import ServerProcess, free_port, http_ok
 from autotrader.schema import BAR_COLUMNS
 
 BIN = Path(sys.executable).parent
@@ -36,12 +35,6 @@ HGB_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor
 def pins(*packages: str) -> list[str]:
     """Explicit requirements (``pkg==installed``), as training writes them; skips MLflow's slow inference."""
     return [f"{p}=={importlib.metadata.version(p)}" for p in packages]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def simulated_features(days: int = 8, instruments: tuple[Instrument, ...] = INSTRUMENTS) -> pd.DataFrame:
@@ -210,36 +203,16 @@ def serve(
     extra = {"MODEL_URI": model_uri, **(env or {})}
     if version:
         extra["MODEL_VERSION"] = version
-    # closed in finally; a file, so a chatty server never blocks
-    log = log_path.open("w+b") if log_path is not None else tempfile.TemporaryFile()  # noqa: SIM115
-    proc = subprocess.Popen(
+    url = f"http://127.0.0.1:{port}"
+    with ServerProcess(
         [str(BIN / "autotrader"), "serve", "--port", str(port), "--log-level", "warning", *args],
         env=server_env(extra),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise AssertionError(f"server exited {proc.returncode}: {log.read().decode()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            raise AssertionError("server did not answer /healthz within 60 s")
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        log=log_path,
+        url=url,
+    ) as server:
+        server.wait_until(http_ok(f"{url}/healthz", timeout=1), 60)
+        assert server.proc is not None
+        yield url, server.proc
 
 
 def wait_ready(url: str, timeout: float = 60) -> httpx.Response:

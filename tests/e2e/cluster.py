@@ -26,7 +26,7 @@ import httpx
 import yaml
 
 from autotrader.gitops.schemas import find_schema_dir
-from autotrader.rehearsal.servers import free_port
+from autotrader.processes import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "build_e2e_tools.sh"
@@ -82,14 +82,7 @@ class Process:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
     def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
+        stop_process(self.proc, grace=15)
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> Any:

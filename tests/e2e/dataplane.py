@@ -35,7 +35,8 @@ from typing import Any
 
 import httpx
 
-from autotrader.rehearsal.servers import PrometheusServer, free_port
+from autotrader.processes import free_port, stop_process
+from autotrader.rehearsal.servers import PrometheusServer
 
 from .cluster import Cluster
 
@@ -73,13 +74,7 @@ class PodProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 class ServiceProxy:

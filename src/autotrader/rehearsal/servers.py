@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from autotrader.atomic import write_json, write_text
 from autotrader.errors import DeployError
+from autotrader.processes import AUTOTRADER, ServerProcess, free_port, http_ok
 from autotrader.rehearsal.analysis import query_prometheus
 
 PROMETHEUS_HINT = "install Prometheus (Debian: apt-get install prometheus)"
-_CLI = "import sys; from autotrader.cli import main; sys.exit(main())"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def find_prometheus() -> str:
@@ -37,32 +25,6 @@ def find_prometheus() -> str:
     return found
 
 
-def _wait(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[bytes] | None, log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-            raise DeployError(f"{what} exited with {proc.returncode} while starting:\n{tail}")
-        with contextlib.suppress(httpx.HTTPError):
-            if predicate():
-                return
-        time.sleep(0.1)
-    raise DeployError(f"{what} not ready after {timeout:.0f}s (log: {log})")
-
-
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 class ModelServer:
     """``autotrader serve`` for one model folder on a free loopback port."""
 
@@ -71,54 +33,42 @@ class ModelServer:
         self.version = str(version)
         self.port = free_port()
         self.log = log_dir / f"server-v{self.version}-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        env = dict(os.environ)
+        env.pop("MLFLOW_TRACKING_URI", None)
+        self.process = ServerProcess(
+            [
+                *AUTOTRADER,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--model-uri",
+                str(self.model_dir),
+                "--model-version",
+                self.version,
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            log=self.log,
+            name=f"model server v{self.version}",
+        )
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ModelServer:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.pop("MLFLOW_TRACKING_URI", None)
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    _CLI,
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--model-uri",
-                    str(self.model_dir),
-                    "--model-version",
-                    self.version,
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
+        self.process.start()
         return self
 
     def wait_ready(self, timeout: float = 180.0) -> ModelServer:
-        import httpx
-
-        _wait(
-            lambda: httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200,
-            timeout,
-            f"model server v{self.version}",
-            self.proc,
-            self.log,
-        )
+        self.process.wait_until(http_ok(f"{self.url}/readyz"), timeout)
         return self
 
     def stop(self) -> None:
-        _stop(self.proc)
+        self.process.stop()
 
 
 class PrometheusServer:
@@ -130,7 +80,7 @@ class PrometheusServer:
         self.scrape_interval_s = scrape_interval_s
         self.log = workdir / "prometheus.log"
         self.targets_file = workdir / "targets.json"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: ServerProcess | None = None
         self._targets: dict[str, dict[str, str]] = {}
 
     @property
@@ -157,28 +107,19 @@ class PrometheusServer:
         }
         write_text(self.workdir / "prometheus.yml", json.dumps(config, indent=2))
         write_json(self.targets_file, [])
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={self.workdir / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={self.workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--storage.tsdb.retention.time=1d",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        import httpx
-
-        _wait(
-            lambda: httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200,
-            60,
-            "prometheus",
-            self.proc,
-            self.log,
-        )
+        self.process = ServerProcess(
+            [
+                binary,
+                f"--config.file={self.workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=1d",
+                "--log.level=warn",
+            ],
+            log=self.log,
+            name="prometheus",
+        ).start()
+        self.process.wait_until(http_ok(f"{self.url}/-/ready"), 60)
         return self
 
     def add_target(self, address: str, labels: dict[str, str]) -> None:
@@ -196,13 +137,14 @@ class PrometheusServer:
 
     def wait_scraped(self, selector: str, timeout: float = 30.0) -> None:
         """Until ``up{selector} == 1`` has been scraped at least twice (rate() needs two samples)."""
-        _wait(
+        if self.process is None:
+            raise DeployError("prometheus is not started")
+        self.process.wait_until(
             lambda: bool(query_prometheus(self.url, f"count_over_time(up{{{selector}}}[1m]) >= 2")),
             timeout,
             f"scrape of {selector}",
-            self.proc,
-            self.log,
         )
 
     def stop(self) -> None:
-        _stop(self.proc)
+        if self.process is not None:
+            self.process.stop()

@@ -24,9 +24,6 @@ import json
 import math
 import os
 import re
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -42,6 +39,7 @@ from autotrader.atomic import write_json
 from autotrader.console import console, progress
 from autotrader.errors import AutoTraderError, DeployError
 from autotrader.params import Params
+from autotrader.processes import AUTOTRADER, ServerProcess, free_port, poll_until
 from autotrader.schema import BAR_COLUMNS
 from autotrader.serving.model import (
     FeatureBounds,
@@ -530,61 +528,6 @@ def deploy_check(
 
 
 @dataclass
-class ServerProcess:
-    """``autotrader serve`` as a subprocess on a loopback port; its log goes to a temporary file."""
-
-    model_uri: str
-    version: str
-    env: dict[str, str] = field(default_factory=dict)
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-    _log: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        env = dict(os.environ)
-        env.update({"MODEL_URI": self.model_uri, "MODEL_VERSION": self.version, **self.env})
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        cmd = [
-            sys.executable,
-            "-c",
-            "import sys; from autotrader.cli import main; sys.exit(main())",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-        ]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        if self._log is None:
-            return ""
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-chars:]
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
-@dataclass
 class RemoteServer:
     """A server that is already running (e.g. the staging preview Service): nothing to start or stop."""
 
@@ -599,34 +542,39 @@ class RemoteServer:
 def running_server(
     model_uri: str, version: str, env: dict[str, str] | None = None
 ) -> Iterator[ServerProcess]:
-    server = ServerProcess(model_uri=model_uri, version=version, env=env or {})
-    server.start()
-    try:
+    """``autotrader serve`` with ``model_uri`` on a free loopback port (output to a temporary file)."""
+    port = free_port()
+    with ServerProcess(
+        [*AUTOTRADER, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        env={**os.environ, "MODEL_URI": model_uri, "MODEL_VERSION": version, **(env or {})},
+        url=f"http://127.0.0.1:{port}",
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def wait_until_ready(
-    server: ServerProcess, client: Any, timeout: float
+    server: ServerProcess | RemoteServer, client: Any, timeout: float
 ) -> tuple[bool, dict[str, Any], float]:
-    """Poll /readyz until 200, the process dies, or ``timeout``; returns (ready, last body, seconds)."""
-    started = time.monotonic()
-    body: dict[str, Any] = {"reason": "no answer yet"}
-    while time.monotonic() - started < timeout:
-        if server.proc is not None and server.proc.poll() is not None:
-            body = {"reason": f"server exited with code {server.proc.returncode}: {server.log_tail(800)}"}
-            break
-        try:
-            response = client.get(f"{server.url}/readyz", timeout=2.0)
-        except Exception as exc:  # connection refused while uvicorn binds
-            body = {"reason": f"{type(exc).__name__} while connecting"}
-        else:
-            body = response.json()
-            if response.status_code == 200:
-                return True, body, time.monotonic() - started
-        time.sleep(0.1)
-    return False, body, time.monotonic() - started
+    """Poll /readyz until 200, the process dies, or ``timeout``; returns (ready, last body, seconds).
+
+    The last body's ``reason`` (e.g. why the model did not load) is kept when the server answered;
+    otherwise the reason is why it never did (exit code and log, or the connection error).
+    """
+    last: dict[str, Any] | None = None
+
+    def ready() -> bool:
+        nonlocal last
+        response = client.get(f"{server.url}/readyz", timeout=2.0)
+        last = response.json()
+        return bool(response.status_code == 200)
+
+    result = poll_until(ready, timeout, server.proc, lambda: server.log_tail(800))
+    exited = server.proc is not None and server.proc.poll() is not None
+    if result.ready and last is not None:
+        return True, last, result.seconds
+    if last is None or exited:
+        last = {"reason": f"server {result.reason}"}
+    return False, last, result.seconds
 
 
 def malformed_requests(
