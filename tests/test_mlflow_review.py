@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from autotrader import registry
-from autotrader.modeling.lineage import dvc_dir_md5
+from autotrader.errors import ModelError
+from autotrader.modeling.lineage import data_version, dvc_dir_md5
 from autotrader.modeling.model_card import card_summary, model_description
 from autotrader.modeling.tracking import (
     ERROR_ARTIFACT,
@@ -115,6 +116,30 @@ def test_dvc_dir_md5_is_dvcs_own_hash_of_a_folder(tmp_path: Path) -> None:
     assert dvc_dir_md5(store) == recorded
     (store / "b" / "z.bin").write_bytes(b"changed")
     assert dvc_dir_md5(store) != recorded
+
+
+def test_data_version_without_the_store_is_the_lock_record_and_without_both_an_error(tmp_path: Path) -> None:
+    store = tmp_path / "data" / "features"
+    store.mkdir(parents=True)
+    (store / "_metadata.json").write_text("{}")
+    lock = tmp_path / "dvc.lock"
+    assert data_version(str(store), lock)["data_version_source"] == "computed (no dvc.lock entry)"
+    lock.write_text(
+        yaml.safe_dump({"stages": {"features": {"outs": [{"path": str(store), "md5": "x.dir"}]}}})
+    )
+    here = data_version(str(store), lock)
+    assert (
+        here["data_version"] == dvc_dir_md5(store)
+        and "the store changed outside DVC" in here["data_version_source"]
+    )
+    shutil.rmtree(store)  # a training step that pulled only data/prepared
+    assert data_version(str(store), lock) == {
+        "data_version": "x.dir",
+        "data_version_source": "dvc.lock (store not present to check)",
+    }
+    lock.unlink()
+    with pytest.raises(ModelError, match="no feature store here and no md5 for it"):
+        data_version(str(store), lock)
 
 
 def test_the_run_logs_the_feature_store_with_its_dvc_hash(built: Project) -> None:

@@ -3,8 +3,12 @@
 The data version is DVC's own hash of the feature store folder (``<md5>.dir``, what ``dvc.lock``
 records and ``dvc status``/``dvc exp show`` compare), computed here the way DVC computes it
 (``dvc_dir_md5``), so it is known with or without DVC and is never stale: ``data_version_source``
-says whether ``dvc.lock`` records the same hash. It is also the digest of the ``feature-store`` dataset
-the training run logs with ``mlflow.log_input`` (36 characters: what MLflow's digest column holds).
+says whether ``dvc.lock`` records the same hash. A step that has only ``data/prepared`` (the Argo
+training pipeline pulls no store) takes the lock's record. The store is read, not declared as a DVC
+dependency of ``train`` (that would make every training step pull it): ``data/prepared`` is, and it
+changes whenever the rows the model sees do. The data version is also the digest of the
+``feature-store`` dataset the training run logs with ``mlflow.log_input`` (36 characters: what
+MLflow's digest column holds).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from autotrader.errors import ModelError
 
 
 def _norm(path: str) -> str:
@@ -71,11 +77,21 @@ def locked_md5(path: str, lock_path: str | os.PathLike[str] = "dvc.lock") -> str
 def data_version(features_root: str, lock_path: str | os.PathLike[str] = "dvc.lock") -> dict[str, str]:
     """``{"data_version": <DVC md5 of the store>, "data_version_source": …}``.
 
-    The source is ``dvc.lock`` when the lock records this very hash; ``computed (no dvc.lock entry)``
-    outside DVC; ``computed (dvc.lock records …: the store changed outside DVC)`` when they disagree.
+    With the store here, its hash is computed and the source is ``dvc.lock`` when the lock records
+    this very hash, ``computed (no dvc.lock entry)`` outside DVC, ``computed (dvc.lock records …: the
+    store changed outside DVC)`` when they disagree. Without it (a training step that pulled only
+    ``data/prepared``, as the Argo training pipeline does) the lock's record is the version:
+    ``dvc.lock (store not present to check)``. Neither: a ModelError naming both.
     """
-    computed = dvc_dir_md5(features_root)
     recorded = locked_md5(features_root, lock_path)
+    if not Path(features_root).is_dir():
+        if recorded is None:
+            raise ModelError(
+                f"{features_root}: no feature store here and no md5 for it in {lock_path}: the data "
+                "version is unknown (run the features stage, or dvc pull features)"
+            )
+        return {"data_version": recorded, "data_version_source": "dvc.lock (store not present to check)"}
+    computed = dvc_dir_md5(features_root)
     if recorded == computed:
         source = "dvc.lock"
     elif recorded is None:
