@@ -96,6 +96,20 @@ def robust_return_z(timestamps: pd.Series, close: pd.Series) -> pd.Series:
     return pd.Series(z, name="return_z")
 
 
+def _member(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """``values.isin(pool)`` for UTC nanosecond times by binary search in the sorted pool (NaT is never in
+    it): the same booleans as pandas' hash-based isin, for a fraction of its time on 1M bars."""
+    keys = np.asarray(pool, dtype="datetime64[ns]").view(np.int64)
+    if not (keys.size < 2 or (keys[1:] > keys[:-1]).all()):
+        keys = np.unique(keys)
+    keys = keys[keys != np.iinfo(np.int64).min]  # NaT
+    stamps = np.asarray(values, dtype="datetime64[ns]").view(np.int64)
+    if keys.size == 0:
+        return np.zeros(stamps.size, dtype=bool)
+    pos = np.minimum(np.searchsorted(keys, stamps), keys.size - 1)
+    return keys[pos] == stamps
+
+
 def time_order(timestamps: pd.Series) -> np.ndarray:
     """Row positions in time order (stable; rows without a time last)."""
     values = timestamps.reset_index(drop=True)
@@ -207,7 +221,10 @@ def checks_table(
     out["return_z"] = robust_return_z(out["timestamp"], out["close"])
     # A row without a timestamp is the null rule's finding, not this one's: it counts as on the calendar
     # here (a plain bool column, which GE filters much faster than an object column with None).
-    out["on_calendar"] = out["timestamp"].isin(expected) | out["timestamp"].isna()
+    out["on_calendar"] = (
+        _member(out["timestamp"].to_numpy("datetime64[ns]"), expected.to_numpy("datetime64[ns]"))
+        | out["timestamp"].isna()
+    )
     if broker is not None and interval is not None and end is not None:
         out["before_end"] = (out["timestamp"] < end) | out["timestamp"].isna()
         outside, on_grid = session_position(out["timestamp"], broker, interval, end)
@@ -251,8 +268,7 @@ def calendar_view(
     sched = schedule(broker, start, end)
     labels = pd.Series(sched.index, index=sched["open"]).sort_index()
     session_of = labels.reindex(expected, method="ffill").to_numpy()
-    observed_times = pd.DatetimeIndex(timestamps.dropna().unique())
-    present = expected.isin(observed_times)
+    present = _member(expected.to_numpy("datetime64[ns]"), timestamps.dropna().to_numpy("datetime64[ns]"))
     observed = (
         pd.Series(present.astype(np.int64)).groupby(session_of).sum().reindex(counts.index, fill_value=0)
     )
