@@ -3,6 +3,7 @@
     .venv/bin/python bench/serving.py                 # headline: 200 req/s for 60 s, 3 runs, + batches
     .venv/bin/python bench/serving.py --quick         # 10 s runs, for a smoke test
     .venv/bin/python bench/serving.py --model models/model
+    .venv/bin/python bench/serving.py --peer          # vs `mlflow models serve`: bench/serving_peer.py
 
 The model: ``--model`` (an MLflow model folder such as models/model) or, by default, a quick
 HistGradientBoosting classifier trained here on the project's own features (``autotrader.features``)
@@ -415,7 +416,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="bars-in (/predict/bars, full warm-up window) vs vectors: bench/serving_bars.py",
     )
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="ours vs `mlflow models serve` on the same model, fixed rates + saturation: bench/serving_peer.py",
+    )
+    parser.add_argument(
+        "--peer-rates", default="50,100,1000", help="--peer: fixed rates (req/s), comma-separated"
+    )
+    parser.add_argument("--connections", type=int, default=8, help="--peer: closed-loop connections")
     args = parser.parse_args(argv)
+    if args.peer:
+        from serving_peer import peer_main  # bench/ is on sys.path when run as a script
+
+        return peer_main(args, argv)
     if args.quick:
         args.duration = 10.0
     if args.bars:

@@ -14,6 +14,29 @@ no preprocessor), and ``compile_hgb`` verifies it on probe rows built from the t
 be bit-for-bit equal and the classes identical, else it returns None and the server keeps using
 scikit-learn. For batches scikit-learn's per-tree loop is efficient again, so ``FLAT_MAX_ROWS`` bounds
 where the flat walk is used.
+
+Why not a maintained tree compiler instead (issue 14, measured 2026-11-29 with
+``.venv/bin/python bench/hgb_compilers.py`` → bench/results/hgb_compilers.json; the candidates in a
+throw-away venv beside the lock's scikit-learn 1.9.1 / numpy 2.3.5; the quick HGB of bench/serving.py,
+100 iterations × 3 classes; golden rows = 5,184 market feature rows + 512 threshold probe rows;
+machine load average 13-16 on 2 cores, so CPU times, not latencies):
+
+| predictor | classes ≠ sklearn (market/probe) | probabilities bit-identical | CPU ms/row | load |
+| --- | --- | --- | --- | --- |
+| this walker | 0 / 0 | yes / yes (raw scores too) | 0.19 | 0 s |
+| scikit-learn ``predict`` | — | — | 1.60 | 0 s |
+| tl2cgen 1.0 (treelite 4.8.1) | 0 / 0 | no / no: max Δp 4e-16 / 0.038, raw Δ 0.17 | 0.03 | 16 s gcc compile |
+| onnxruntime 1.32 (skl2onnx 1.20), float32 | 0 / 20 | no / no: max Δp 1.8e-7 / 0.49 | 0.015 | 0.3 s |
+
+onnxruntime with float64 inputs does not run (its TreeEnsembleClassifier outputs float only), and
+skl2onnx 1.20 cannot convert this scikit-learn's HGB without a patch (a bool in an ints attribute).
+Both compilers are faster per row, but neither gives scikit-learn's probabilities exactly: they sum
+the trees in another order and (ONNX) compare float32 thresholds, so rows at a split threshold take
+another branch — 20 of 512 probe rows change class under onnxruntime; tl2cgen changed 1 of 512 on a
+model trained on 3 days. The server's answers must equal the batch path's (scikit-learn) bit for bit
+(the bars-in parity tests, the deploy check's golden file), so exactness wins. tl2cgen would also
+need a C compiler in the serving image and ~16 s of compiling at every model load. The walker's
+0.19 ms is ~40 % of a /predict request's ~0.45 ms of server CPU, within the 1,000 req/s budget.
 """
 
 from __future__ import annotations
