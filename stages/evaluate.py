@@ -10,7 +10,6 @@ Writes ``metrics/evaluate.json``, ``reports/plots/`` (CSV for ``dvc plots`` + PN
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ from autotrader.atomic import atomic_dir, write_json, write_text
 from autotrader.console import console, stage_main
 from autotrader.errors import ModelError
 from autotrader.faults import fault_point
+from autotrader.jsonfiles import read_json
 from autotrader.metrics_files import write_headline
 from autotrader.modeling.dataset import read_prepared, window_spans
 from autotrader.modeling.evaluation import evaluate, local_trials
@@ -43,12 +43,7 @@ if TYPE_CHECKING:
 
 
 def read_training(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ModelError(f"{path}: not found (run the train stage first)") from exc
-    except ValueError as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
+    return dict(read_json(path, ModelError, "run the train stage first"))
 
 
 def main() -> int:

@@ -8,13 +8,13 @@ store itself reconciles its metadata with its partitions (``autotrader.store.rec
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from autotrader.atomic import guard_output, write_json
 from autotrader.console import console, stage_main
 from autotrader.errors import StoreError
 from autotrader.faults import fault_point
+from autotrader.jsonfiles import read_json
 from autotrader.metrics_files import write_headline
 from autotrader.params import load_params
 from autotrader.store import update_store
@@ -22,12 +22,7 @@ from autotrader.store import update_store
 
 def require_validation(path: Path) -> None:
     """The validate stage's verdict must exist and say ``"success": true``."""
-    if not path.is_file():
-        raise StoreError(f"{path}: not found; run the validate stage before features")
-    try:
-        verdict = json.loads(path.read_text())
-    except ValueError as exc:
-        raise StoreError(f"{path}: not valid JSON ({exc})") from exc
+    verdict = read_json(path, StoreError, "run the validate stage before features")
     if not isinstance(verdict, dict) or verdict.get("success") is not True:
         raise StoreError(
             f'{path}: validation did not succeed ("success": {verdict.get("success") if isinstance(verdict, dict) else None!r}); '

@@ -11,7 +11,6 @@ saw — and the candidate may trail its Sharpe by at most ``gates.max_regression
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +20,7 @@ from autotrader.atomic import write_json
 from autotrader.console import console, stage_main
 from autotrader.errors import ModelError
 from autotrader.faults import fault_point
+from autotrader.jsonfiles import read_json
 from autotrader.metrics_files import write_headline
 from autotrader.modeling.dataset import read_prepared, window_spans
 from autotrader.modeling.evaluation import backtest_model
@@ -57,12 +57,7 @@ def main() -> int:
     fault_point("gate", "start")
     paths = params.paths
     evaluate_path = Path(paths.metrics) / "evaluate.json"
-    try:
-        evaluation = json.loads(evaluate_path.read_text())
-    except FileNotFoundError as exc:
-        raise ModelError(f"{evaluate_path}: not found (run the evaluate stage first)") from exc
-    except ValueError as exc:
-        raise ModelError(f"{evaluate_path}: not valid JSON ({exc})") from exc
+    evaluation = read_json(evaluate_path, ModelError, "run the evaluate stage first")
     current_hash = model_hash(paths.model)
     if evaluation.get("model_hash") != current_hash:
         raise ModelError(

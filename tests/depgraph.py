@@ -29,13 +29,15 @@ ROOT_MODEL = "Params"
 
 # Imported by (nearly) every stage but unable to change what a stage computes, so dvc.yaml need not
 # list them: console output, exception classes, test-only fault injection, the atomic-write mechanism,
-# the package marker. params.py is tracked per key through each stage's `params:` instead.
+# the JSON-read-with-a-hint mechanism, the package marker. params.py is tracked per key through each
+# stage's `params:` instead.
 PLUMBING = {
     "src/autotrader/__init__.py",
     "src/autotrader/console.py",
     "src/autotrader/errors.py",
     "src/autotrader/faults.py",
     "src/autotrader/atomic.py",
+    "src/autotrader/jsonfiles.py",
     "src/autotrader/params.py",
 }
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -47,6 +46,7 @@ from autotrader import rawstore
 from autotrader.atomic import write_bytes
 from autotrader.console import progress
 from autotrader.errors import AutoTraderError
+from autotrader.jsonfiles import read_json
 from autotrader.params import DataParams
 from autotrader.schema import BAR_COLUMNS, NUMERIC_COLUMNS
 
@@ -447,12 +447,7 @@ def require_verdict(verdict_path: str | Path, raw_root: str | Path, data: DataPa
     one without a seal, or a stale one: bars changed since, or another window (``rawstore.seal``).
     """
     path = Path(verdict_path)
-    if not path.is_file():
-        raise ArchiveError(f"{path}: not found; run the validate stage before archiving")
-    try:
-        verdict = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ArchiveError(f"{path}: not valid JSON ({exc}); run the validate stage again") from exc
+    verdict = read_json(path, ArchiveError, "run the validate stage before archiving")
     if not isinstance(verdict, dict) or verdict.get("success") is not True:
         failed = []
         if isinstance(verdict, dict) and isinstance(verdict.get("instruments"), dict):

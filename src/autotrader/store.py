@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -52,6 +51,7 @@ from autotrader.console import progress
 from autotrader.errors import StoreError
 from autotrader.faults import fault_point
 from autotrader.features import compute_feature_arrays, feature_specs, fingerprint, warmup_bars
+from autotrader.jsonfiles import read_json
 from autotrader.params import FeatureParams
 from autotrader.rawstore import PARTITION_FILE as RAW_FILE
 from autotrader.schema import BAR_COLUMNS, NUMERIC_COLUMNS, TIMESTAMP_DTYPE
@@ -582,15 +582,13 @@ def _default_root() -> Path:
 
 
 def _read_metadata_or_none(root: Path) -> dict[str, Any] | None:
-    path = root / METADATA_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise StoreError(
-            f"{path}: unreadable store metadata ({exc}); delete the store to rebuild it"
-        ) from exc
+    found: dict[str, Any] | None = read_json(
+        root / METADATA_FILE,
+        StoreError,
+        "store metadata: delete the store to rebuild it",
+        missing_ok=True,
+    )
+    return found
 
 
 def read_metadata(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:

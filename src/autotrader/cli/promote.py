@@ -13,7 +13,6 @@ the Argo Rollouts overlays via ``autotrader.gitops.promote_to_env``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from autotrader.atomic import write_json
 from autotrader.console import console
 from autotrader.errors import AutoTraderError, PromotionRefused
 from autotrader.faults import fault_point
+from autotrader.jsonfiles import read_json
 from autotrader.modeling.lineage import git_commit, model_hash
 from autotrader.modeling.model_card import card_summary, model_description
 from autotrader.modeling.tracking import card_of_run, load_local_model
@@ -32,12 +32,7 @@ PROMOTION_FILE = "promotion.json"
 
 
 def read_gates(path: Path) -> dict[str, Any]:
-    try:
-        verdict = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise PromotionRefused(f"{path}: not found; run the gate stage before promoting") from exc
-    except ValueError as exc:
-        raise PromotionRefused(f"{path}: not valid JSON ({exc})") from exc
+    verdict = read_json(path, PromotionRefused, "run the gate stage before promoting")
     if not isinstance(verdict, dict) or "promote" not in verdict:
         raise PromotionRefused(f'{path}: has no "promote" decision')
     return verdict
@@ -134,7 +129,7 @@ def promote_model(params: Params, *, if_approved: bool = False) -> dict[str, Any
     local = check_signature(params, model_dir)
     fault_point("promote", "middle")
     evaluation_path = Path(paths.metrics) / "evaluate.json"
-    evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else {}
+    evaluation = read_json(evaluation_path, PromotionRefused, missing_ok=True) or {}
 
     client = registry.connect(params)
     name = params.mlflow.model_name

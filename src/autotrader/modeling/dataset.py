@@ -8,7 +8,6 @@ stage writes what this returns, atomically.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pandas as pd
 
 from autotrader import calendars
 from autotrader.errors import ModelError
+from autotrader.jsonfiles import read_json
 from autotrader.modeling import CLASSES, KEYS
 from autotrader.modeling.labels import BAR_RETURN, FWD_RETURN, LABEL, LABEL_END, label_frame
 from autotrader.modeling.splits import Boundaries, split_train_valid_test
@@ -157,12 +157,7 @@ def read_prepared(folder: str | Path, names: tuple[str, ...] = SPLITS) -> Prepar
     """Load what ``prepare`` wrote; a ModelError names the missing or unreadable file."""
     folder = Path(folder)
     info_path = folder / SPLITS_FILE
-    try:
-        info = json.loads(info_path.read_text())
-    except FileNotFoundError as exc:
-        raise ModelError(f"{info_path}: not found (run the prepare stage first)") from exc
-    except ValueError as exc:
-        raise ModelError(f"{info_path}: not valid JSON ({exc})") from exc
+    info = read_json(info_path, ModelError, "run the prepare stage first")
     parts = {}
     for name in names:
         path = folder / f"{name}.parquet"

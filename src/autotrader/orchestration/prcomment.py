@@ -8,12 +8,12 @@ and where the plots are. Run as ``autotrader reports pr-comment``.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from autotrader.errors import ConfigError
+from autotrader.jsonfiles import read_json
 
 VERDICT_MARK = {"pass": "✅ pass", "fail": "❌ fail", "insufficient_evidence": "⚠️ insufficient evidence"}
 
@@ -32,12 +32,7 @@ def _number(value: Any) -> str:
 
 def read_gates(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: not found (the gate stage writes it; did the pipeline run?)") from exc
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    record = read_json(path, ConfigError, "the gate stage writes it; did the pipeline run?")
     if not isinstance(record, dict) or not isinstance(record.get("gates"), list):
         raise ConfigError(f'{path}: expected an object with a "gates" list (the gate stage\'s output)')
     return record

@@ -11,7 +11,6 @@ decision, promoted model version): one small file each, read by the workflow's m
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pandas as pd
 from autotrader.atomic import atomic_dir, write_json, write_text
 from autotrader.console import console
 from autotrader.errors import AutoTraderError, ConfigError
+from autotrader.jsonfiles import read_json
 from autotrader.params import Params
 
 STATE_FILE = "state.json"
@@ -85,12 +85,7 @@ def _numbers(values: Iterator[Any]) -> list[float]:
 
 
 def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    return read_json(path, ConfigError, missing_ok=True)
 
 
 def health_outputs(health: Any) -> tuple[float, float, float]:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from autotrader.errors import DeployError
+from autotrader.jsonfiles import read_json
 from autotrader.serving.deploy_checks.candidate import Candidate, Check
 from autotrader.serving.model import (
     FeatureBounds,
@@ -155,12 +156,7 @@ def predict_instances(model: LoadedModel, instances: list[dict[str, Any]]) -> li
 
 
 def read_golden(path: Path) -> dict[str, Any]:
-    try:
-        golden = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise DeployError(f"{path}: golden file not found (record one with --write-golden)") from exc
-    except ValueError as exc:
-        raise DeployError(f"{path}: golden file is not valid JSON: {exc}") from exc
+    golden = read_json(path, DeployError, "the golden file; record one with --write-golden")
     if (
         not isinstance(golden, dict)
         or not isinstance(golden.get("instances"), list)
