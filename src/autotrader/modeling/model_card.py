@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from autotrader.modeling.gates import INSUFFICIENT, evaluate_gates
 from autotrader.params import Params
 
 # Annualised Sharpe above which a backtest is implausible for a real market (the best systematic
@@ -34,34 +35,43 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+# The card's names for the gates of ``autotrader.modeling.gates.evaluate_gates``.
+GATE_LABELS = {
+    "sharpe": "Sharpe (annualised, daily, pooled OOS)",
+    "max_drawdown": "Max drawdown",
+    "win_rate": "Win rate (trades)",
+    "trades": "Trades",
+    "dsr": "Deflated Sharpe ratio",
+}
+
+
 def gate_preview(
-    params: Params, portfolio: Mapping[str, Any], dsr: float | None = None, capacity: int | None = None
+    params: Params,
+    portfolio: Mapping[str, Any],
+    dsr: Mapping[str, Any] | None = None,
+    capacity: Mapping[str, Any] | None = None,
 ) -> list[list[Any]]:
-    """Each gate's threshold and this backtest's value (the gate stage adds the champion comparison)."""
-    g = params.gates
-    checks = [
-        ("Sharpe (annualised, daily, pooled OOS)", "sharpe", ">", g.min_sharpe),
-        ("Max drawdown", "max_drawdown", "<", g.max_drawdown),
-        ("Win rate (trades)", "win_rate", ">", g.min_win_rate),
-        ("Trades", "n_trades", "≥", g.min_trades),
-        ("Deflated Sharpe ratio", "dsr", "≥", g.min_dsr),
-    ]
-    values = {**portfolio, "dsr": dsr}
+    """Each gate's threshold, this backtest's value and verdict: ``evaluate_gates`` itself decides.
+
+    The card calls the gate stage's own function (without the champion, which the gate stage adds), so
+    the card and metrics/gates.json cannot disagree on a threshold, an operator or a verdict.
+    ``dsr`` and ``capacity`` are the evaluation's ``dsr`` and ``capacity`` records.
+    """
+    results = evaluate_gates(
+        dict(portfolio),
+        params.gates,
+        dsr=dict(dsr) if dsr else None,
+        capacity=dict(capacity) if capacity and "max_bets" in capacity else None,
+    )
     rows = []
-    for label, key, op, threshold in checks:
-        value = values.get(key)
-        if key == "n_trades" and capacity is not None and capacity < threshold:
-            rows.append([label, f"{op} {_fmt(threshold)}", value, "insufficient evidence"])
-            continue
-        if value is None:
-            ok = None
-        elif op == ">":
-            ok = value > threshold
-        elif op == "<":
-            ok = value < threshold
+    for gate in results:
+        if gate["verdict"] == INSUFFICIENT:
+            passes: Any = "insufficient evidence"
         else:
-            ok = value >= threshold
-        rows.append([label, f"{op} {_fmt(threshold)}", value, ok])
+            passes = None if gate["value"] is None else gate["passed"]
+        op = "≥" if gate["op"] == ">=" else gate["op"]
+        label = GATE_LABELS.get(gate["name"], gate["name"])
+        rows.append([label, f"{op} {_fmt(gate['threshold'])}", gate["value"], passes])
     return rows
 
 
@@ -244,7 +254,7 @@ def render(
             "",
             _table(
                 ["gate", "threshold", "value", "passes"],
-                gate_preview(params, portfolio, dsr.get("dsr"), capacity.get("max_bets")),
+                gate_preview(params, portfolio, dsr, capacity),
             ),
             "",
             f"Plus, when a `champion` exists: Sharpe ≥ champion's × (1 − {params.gates.max_regression:g}) on the "
