@@ -25,7 +25,7 @@ from autotrader.jsonfiles import read_json
 from autotrader.metrics_files import write_headline
 from autotrader.modeling.dataset import read_prepared, window_spans
 from autotrader.modeling.evaluation import evaluate, local_trials
-from autotrader.modeling.lineage import model_hash
+from autotrader.modeling.lineage import file_md5, model_hash
 from autotrader.modeling.model_card import card_summary, render
 from autotrader.modeling.plots import write_all
 from autotrader.modeling.tracking import (
@@ -34,6 +34,7 @@ from autotrader.modeling.tracking import (
     check_inputs,
     finite_metrics,
     load_local_model,
+    log_test_split,
 )
 from autotrader.modeling.walkforward import predict_out_of_sample
 from autotrader.params import load_params
@@ -90,6 +91,10 @@ def main() -> int:
         write_all(plots, result.plots)
         with registry.mlflow_errors(f"logging the evaluation to run {run_id}", uri):
             log_evaluation(client, run_id, metrics, card, plots)
+            test_path = f"{paths.prepared}/test.parquet"  # its md5 is the one DVC lists for it
+            log_test_split(
+                client, run_id, test_path, file_md5(test_path), features, len(prepared.parts["test"])
+            )
     fault_point("evaluate", "end")
     write_text(Path(paths.reports) / "model_card.md", card)
     write_json(Path(paths.metrics) / "evaluate.json", metrics)

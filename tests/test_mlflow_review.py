@@ -29,6 +29,7 @@ from autotrader.modeling.tracking import (
     ERROR_TAG,
     FEATURE_STORE_DATASET,
     NOTE_TAG,
+    TEST_SPLIT_DATASET,
 )
 from autotrader.modeling.trials import FIT_PENDING, FIT_STARTED, FIT_TAG, MODEL_TAG, STAGE_TAG, count_trials
 from autotrader.params import MlflowParams, Params
@@ -148,16 +149,26 @@ def test_the_run_logs_the_feature_store_with_its_dvc_hash(built: Project) -> Non
     run = client.get_run(train["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags[FIT_TAG] == FIT_STARTED
     assert run.info.run_name == f"train-{train['chosen']}"
-    inputs = run.inputs.dataset_inputs
-    assert [i.dataset.name for i in inputs] == [FEATURE_STORE_DATASET]
-    dataset, tags = inputs[0].dataset, {t.key: t.value for t in inputs[0].tags}
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert sorted(inputs) == sorted([FEATURE_STORE_DATASET, TEST_SPLIT_DATASET])
+    store = inputs[FEATURE_STORE_DATASET]
+    dataset, tags = store.dataset, {t.key: t.value for t in store.tags}
     digest = locked_md5(built, "data/features")
     assert dataset.digest == digest == train["data_version"] == run.data.tags["data_version"]
     assert tags["mlflow.data.context"] == "training" and tags["digest_source"] == "dvc.lock"
     assert json.loads(dataset.source) == {"uri": "data/features"}  # relative: valid in every clone
-    assert [c["name"] for c in json.loads(dataset.schema)["mlflow_colspec"]] == read_json(
-        built, "data/prepared/splits.json"
-    )["features"]
+    features = read_json(built, "data/prepared/splits.json")["features"]
+    assert [c["name"] for c in json.loads(dataset.schema)["mlflow_colspec"]] == features
+    # evaluate adds the test split it backtests, digest = the md5 DVC lists for that file
+    test = inputs[TEST_SPLIT_DATASET]
+    test_tags = {t.key: t.value for t in test.tags}
+    assert test_tags["mlflow.data.context"] == "evaluation"
+    assert int(test_tags["rows"]) == len(pd.read_parquet(built.root / "data" / "prepared" / "test.parquet"))
+    assert json.loads(test.dataset.source) == {"uri": "data/prepared/test.parquet"}
+    listing = built.root / ".dvc" / "cache" / "files" / "md5"
+    prepared = locked_md5(built, "data/prepared")
+    entries = json.loads((listing / prepared[:2] / prepared[2:]).read_text())
+    assert test.dataset.digest == next(e["md5"] for e in entries if e["relpath"] == "test.parquet")
 
 
 def test_the_version_description_is_the_model_card_summary(built: Project) -> None:

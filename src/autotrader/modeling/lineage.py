@@ -29,7 +29,8 @@ def _norm(path: str) -> str:
     return os.path.normpath(path).rstrip("/")
 
 
-def _file_md5(path: Path) -> str:
+def file_md5(path: str | os.PathLike[str]) -> str:
+    """md5 of a file's bytes: DVC 3's hash of a file (``md5`` in dvc.lock and in a folder's listing)."""
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
@@ -48,7 +49,7 @@ def dvc_dir_md5(folder: str | os.PathLike[str]) -> str:
         raise FileNotFoundError(f"{folder}: no such folder (the feature store; run the features stage)")
     entries = sorted(
         (
-            {"md5": _file_md5(path), "relpath": path.relative_to(folder).as_posix()}
+            {"md5": file_md5(path), "relpath": path.relative_to(folder).as_posix()}
             for path in folder.rglob("*")
             if path.is_file()
         ),

@@ -14,7 +14,7 @@ The fit runs inside the run (``training_run``): a run's duration is the training
 leaves a FAILED run that says why (tag ``error``, the traceback as ``error.txt``, the run's
 description). The feature store the model learnt from is the run's input dataset
 (``log_feature_store``): name ``feature-store``, digest = DVC's hash of the store, source its path in
-the repository.
+the repository. Evaluate adds the test split it backtests (``log_test_split``, context ``evaluation``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ ERROR_TAG = "error"
 ERROR_ARTIFACT = "error.txt"
 NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
 FEATURE_STORE_DATASET = "feature-store"
+TEST_SPLIT_DATASET = "test-split"  # evaluate's input: data/prepared/test.parquet, digest its md5
 MAX_TAG_CHARS = 5000  # MLflow refuses tag values over 8000 characters
 
 
@@ -365,28 +366,48 @@ def record_error(run_id: str, exc: BaseException) -> None:
         pass
 
 
-def log_feature_store(
-    path: str, digest: str, features: Sequence[str], *, digest_source: str, context: str = "training"
-) -> None:
-    """Record the feature store as the active run's input dataset (shown in the MLflow UI's Datasets).
-
-    A metadata-only dataset: nothing is uploaded. ``path`` stays as given (relative to the repository,
-    so it is valid in every clone); the schema lists the feature columns the model takes, as doubles.
-    """
-    import mlflow
+def metadata_dataset(path: str, name: str, digest: str, features: Sequence[str]) -> Any:
+    """A metadata-only MLflow dataset (nothing uploaded): ``path`` as given (relative to the repository,
+    so it is valid in every clone), ``digest`` (≤ 36 characters), the feature columns as doubles."""
     from mlflow.data.dataset_source_registry import get_dataset_source_from_json
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.types import ColSpec, Schema
 
-    dataset = MetaDataset(
+    return MetaDataset(
         get_dataset_source_from_json(json.dumps({"uri": path}), source_type="local"),
-        name=FEATURE_STORE_DATASET,
+        name=name,
         digest=digest,
-        schema=Schema([ColSpec("double", name) for name in features]),
+        schema=Schema([ColSpec("double", column) for column in features]),
     )
+
+
+def log_feature_store(
+    path: str, digest: str, features: Sequence[str], *, digest_source: str, context: str = "training"
+) -> None:
+    """Record the feature store as the active run's input dataset (shown in the MLflow UI's Datasets)."""
+    import mlflow
+
     mlflow.log_input(
-        dataset, context=context, tags={"dvc.path": path, "digest_source": digest_source[:MAX_TAG_CHARS]}
+        metadata_dataset(path, FEATURE_STORE_DATASET, digest, features),
+        context=context,
+        tags={"dvc.path": path, "digest_source": digest_source[:MAX_TAG_CHARS]},
     )
+
+
+def log_test_split(
+    client: Any, run_id: str, path: str, digest: str, features: Sequence[str], rows: int
+) -> None:
+    """Record the test split evaluate backtests as an ``evaluation`` input of the training run.
+
+    Through the client, not by resuming the run: a resumed run would end again and its duration would
+    include the time between train and evaluate.
+    """
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    dataset = metadata_dataset(path, TEST_SPLIT_DATASET, digest, features)
+    tags = [InputTag(MLFLOW_DATASET_CONTEXT, "evaluation"), InputTag("rows", str(rows))]
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
 
 
 def card_of_run(run_id: str) -> str:
