@@ -32,10 +32,11 @@ COPY requirements-serving.lock ./
 # surprises (--no-deps: the lock is complete).
 RUN /opt/venv/bin/pip install --no-deps --require-hashes --only-binary=:all: \
         -r requirements-serving.lock
-COPY pyproject.toml README.md ./
+# params.yaml too: src/autotrader/params.yaml links to it, the defaults every params model is built from
+COPY pyproject.toml README.md params.yaml ./
 COPY src ./src
 RUN /opt/venv/bin/pip install --no-deps . \
-    && /opt/venv/bin/python -c "import autotrader.serving, autotrader.cli"
+    && /opt/venv/bin/python -c "import autotrader.serving, autotrader.cli; from autotrader.params import Params; Params()"
 
 FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="autotrader-serving" \

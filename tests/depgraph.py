@@ -190,8 +190,8 @@ def params_models() -> dict[str, Model]:
                     for kw in item.value.keywords:
                         if kw.arg == "alias" and isinstance(kw.value, ast.Constant):
                             key = kw.value.value
-                if attr == "model_config":
-                    continue
+                if attr == "model_config" or ast.unparse(item.annotation).startswith("ClassVar"):
+                    continue  # configuration, and where a model's defaults sit in params.yaml
                 sub = _annotation_models(item.annotation, models)
                 if sub is not None and re.match(r"(tuple|list|dict)\[", ast.unparse(item.annotation)):
                     sub = None  # a list of models is one key in params.yaml (data.instruments)

@@ -2,19 +2,27 @@
 
 Strict (unknown keys are errors) because a misspelt knob that is silently ignored is how a backtest
 ends up running on the wrong window. DVC's ``-S key=value`` edits params.yaml, so this sees them too.
+
+params.yaml is also the only place a default is written: the models below declare types and limits,
+never values; what a model is not given comes from the packaged params.yaml (``DEFAULTS_FILE``), so
+``Params()`` equals ``load_params("params.yaml")`` by construction (tests/test_params.py checks it).
+A new knob goes into params.yaml and, typed and without a default, into its model here.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autotrader.errors import ConfigError
 
@@ -23,17 +31,75 @@ Broker = Literal["binance", "oanda", "ibkr"]
 Severity = Literal["fail", "warn"]
 
 
+# The defaults ARE params.yaml: the repository's file, shipped in the package as autotrader/params.yaml
+# (a symlink to it in the source tree, a copy in a wheel). A model built with keys left out (tests,
+# a scratch params.yaml that sets a few knobs) takes them from the section of that file its
+# ``_section`` names, so a default cannot disagree with params.yaml: it is never written twice.
+DEFAULTS_FILE = Path(__file__).with_name("params.yaml")
+
+
+@functools.cache
+def _packaged_defaults() -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(DEFAULTS_FILE.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{DEFAULTS_FILE}: the packaged params.yaml (every knob's default) is missing; "
+            "reinstall autotrader from the repository (pip install -e .)"
+        ) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{DEFAULTS_FILE}: the packaged params.yaml is not a mapping")
+    return raw
+
+
+def defaults_at(section: tuple[str, ...]) -> dict[str, Any]:
+    """The packaged params.yaml's mapping at ``section`` (``("train", "hgb")``); a copy, safe to change."""
+    node: Any = _packaged_defaults()
+    for key in section:
+        node = node.get(key) if isinstance(node, dict) else None
+    return copy.deepcopy(node) if isinstance(node, dict) else {}
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _fill(model: type[BaseModel], data: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with every key it leaves out taken from ``defaults``; nested models filled the same way."""
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        present = key if key in data else name if name in data else None
+        if present is None:
+            if key in defaults:
+                data[key] = copy.deepcopy(defaults[key])
+            continue
+        sub = _submodel(field.annotation)
+        if sub is not None and isinstance(data[present], Mapping) and isinstance(defaults.get(key), Mapping):
+            data[present] = _fill(sub, dict(data[present]), defaults[key])
+    return data
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Where this model's keys sit in params.yaml; None: nothing to default (an item of a list).
+    _section: ClassVar[tuple[str, ...] | None] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_params_yaml(cls, data: Any) -> Any:
+        if cls._section is None or not isinstance(data, Mapping):
+            return data
+        return _fill(cls, dict(data), defaults_at(cls._section))
 
 
 class Paths(_Strict):
-    raw: str = "data/raw"
-    features: str = "data/features"
-    prepared: str = "data/prepared"
-    model: str = "models/model"
-    reports: str = "reports"
-    metrics: str = "metrics"
+    _section: ClassVar[tuple[str, ...]] = ("paths",)
+    raw: str
+    features: str
+    prepared: str
+    model: str
+    reports: str
+    metrics: str
 
 
 class Instrument(_Strict):
@@ -46,12 +112,13 @@ class Instrument(_Strict):
 
 
 class SimParams(_Strict):
-    seed: int = 7
+    _section: ClassVar[tuple[str, ...]] = ("data", "sim")
+    seed: int
     # A number (0 = no signal at all), or the name of a calibrated preset of autotrader.sources.sim
     # ("realistic": a per-bar IC of a few hundredths, as real intraday signals show).
-    signal_strength: Annotated[float, Field(ge=0.0)] | Literal["realistic"] = 4.0
-    epoch: str = "2026-01-01"  # the simulated market begins here; bars after it never depend on the window
-    regime_switching: bool = True  # false: calm volatility throughout (the health false-alarm bench)
+    signal_strength: Annotated[float, Field(ge=0.0)] | Literal["realistic"]
+    epoch: str  # the simulated market begins here; bars after it never depend on the window
+    regime_switching: bool  # false: calm volatility throughout (the health false-alarm bench)
 
     @property
     def epoch_ts(self) -> pd.Timestamp:
@@ -67,26 +134,28 @@ class FileSpec(_Strict):
 
 
 class LiveParams(_Strict):
-    binance_url: str = "https://api.binance.com"
-    oanda_url: str = "https://api-fxpractice.oanda.com"
-    ibkr_host: str = "127.0.0.1"
-    ibkr_port: int = 4002
-    ibkr_client_id: int = 17
-    timeout_s: float = Field(default=10.0, gt=0)  # per read
-    deadline_s: float = Field(default=60.0, gt=0)  # the whole answer, per attempt (sources/http.py)
-    max_attempts: int = Field(default=5, ge=1)
-    backoff_s: float = Field(default=0.5, ge=0)
+    _section: ClassVar[tuple[str, ...]] = ("data", "live")
+    binance_url: str
+    oanda_url: str
+    ibkr_host: str
+    ibkr_port: int
+    ibkr_client_id: int
+    timeout_s: float = Field(gt=0)  # per read
+    deadline_s: float = Field(gt=0)  # the whole answer, per attempt (sources/http.py)
+    max_attempts: int = Field(ge=1)
+    backoff_s: float = Field(ge=0)
 
 
 class DataParams(_Strict):
-    source: Literal["sim", "files", "live"] = "sim"
-    interval: str = "5min"
-    end: str = "2026-11-20"
-    lookback_days: int = Field(default=120, gt=0)
-    instruments: tuple[Instrument, ...] = ()
-    sim: SimParams = SimParams()
-    files: tuple[FileSpec, ...] = ()
-    live: LiveParams = LiveParams()
+    _section: ClassVar[tuple[str, ...]] = ("data",)
+    source: Literal["sim", "files", "live"]
+    interval: str
+    end: str
+    lookback_days: int = Field(gt=0)
+    instruments: tuple[Instrument, ...]
+    sim: SimParams
+    files: tuple[FileSpec, ...]
+    live: LiveParams
 
     @field_validator("interval")
     @classmethod
@@ -124,10 +193,11 @@ class DataParams(_Strict):
 
 
 class ValidateSeverity(_Strict):
-    schema_: Severity = Field(default="fail", alias="schema")
-    completeness: Severity = "fail"
-    anomalies: Severity = "fail"
-    gaps: Severity = "warn"
+    _section: ClassVar[tuple[str, ...]] = ("validate", "severity")
+    schema_: Severity = Field(alias="schema")
+    completeness: Severity
+    anomalies: Severity
+    gaps: Severity
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -142,9 +212,11 @@ class RunBars(_Strict):
     FX 24/5 in ticks, NYSE equities in sessions with halts (docs/validation.md gives the reasoning).
     """
 
-    crypto: int = Field(default=12, ge=0)
-    fx: int = Field(default=6, ge=0)
-    equity: int = Field(default=6, ge=0)
+    _section: ClassVar[tuple[str, ...]] = ("validate", "frozen_bars")
+
+    crypto: int = Field(ge=0)
+    fx: int = Field(ge=0)
+    equity: int = Field(ge=0)
 
     @field_validator("crypto", "fx", "equity")
     @classmethod
@@ -158,14 +230,15 @@ class RunBars(_Strict):
 
 
 class ValidateParams(_Strict):
-    min_session_coverage: float = Field(default=0.9, ge=0, le=1)
-    spike_sigma: float = Field(default=25.0, gt=0)
-    frozen_bars: RunBars = RunBars()  # N bars in a row with identical OHLC = a frozen feed
-    zero_volume_bars: RunBars = RunBars()  # N zero-volume bars in a row while the market is open
-    max_abs_value: float = Field(default=1e15, gt=0)  # |any number| beyond this is absurd
-    max_spread_ratio: float = Field(default=0.05, gt=0)  # spread / close beyond this is a unit error
-    market_hours_grace: str = "1h"  # a bar may lie this far outside a calendar session
-    severity: ValidateSeverity = ValidateSeverity()
+    _section: ClassVar[tuple[str, ...]] = ("validate",)
+    min_session_coverage: float = Field(ge=0, le=1)
+    spike_sigma: float = Field(gt=0)
+    frozen_bars: RunBars  # N bars in a row with identical OHLC = a frozen feed
+    zero_volume_bars: RunBars  # N zero-volume bars in a row while the market is open
+    max_abs_value: float = Field(gt=0)  # |any number| beyond this is absurd
+    max_spread_ratio: float = Field(gt=0)  # spread / close beyond this is a unit error
+    market_hours_grace: str  # a bar may lie this far outside a calendar session
+    severity: ValidateSeverity
 
     @field_validator("market_hours_grace")
     @classmethod
@@ -184,111 +257,120 @@ class ValidateParams(_Strict):
 
 
 class MacdParams(_Strict):
-    fast: int = 12
-    slow: int = 26
-    signal: int = 9
+    _section: ClassVar[tuple[str, ...]] = ("features", "macd")
+    fast: int
+    slow: int
+    signal: int
 
 
 class FeatureParams(_Strict):
-    version: str = "1"
-    return_horizons: tuple[int, ...] = (1, 3, 12, 48)
-    rsi_window: int = 14
-    macd: MacdParams = MacdParams()
-    bollinger_window: int = 20
-    atr_window: int = 14
-    vol_windows: tuple[int, ...] = (12, 48)
-    volume_z_window: int = 96
-    amihud_window: int = 48
-    parkinson_window: int = 48
-    signed_volume_window: int = 12
-    regime_window: int = 288
-    trend_window: int = 96
+    _section: ClassVar[tuple[str, ...]] = ("features",)
+    version: str
+    return_horizons: tuple[int, ...]
+    rsi_window: int
+    macd: MacdParams
+    bollinger_window: int
+    atr_window: int
+    vol_windows: tuple[int, ...]
+    volume_z_window: int
+    amihud_window: int
+    parkinson_window: int
+    signed_volume_window: int
+    regime_window: int
+    trend_window: int
     # core = technical + microstructure + regime (today's features); alpha158 = qlib's 158 factors
     # (autotrader.features.alpha158). Left out of the fingerprint while it is the default.
-    families: tuple[Literal["core", "alpha158"], ...] = Field(default=("core",), min_length=1)
+    families: tuple[Literal["core", "alpha158"], ...] = Field(min_length=1)
 
 
 class ArchiveParams(_Strict):
-    url: str = "data/archive"
-    replace: bool = False  # true: a changed archived object is replaced, its old content kept
-    connect_timeout_s: float = Field(default=5.0, gt=0)  # S3: botocore connect timeout per attempt
-    read_timeout_s: float = Field(default=15.0, gt=0)  # S3: botocore read timeout per attempt
-    max_attempts: int = Field(default=3, ge=1, le=10)  # S3: attempts per call (retries + 1), standard mode
+    _section: ClassVar[tuple[str, ...]] = ("archive",)
+    url: str
+    replace: bool  # true: a changed archived object is replaced, its old content kept
+    connect_timeout_s: float = Field(gt=0)  # S3: botocore connect timeout per attempt
+    read_timeout_s: float = Field(gt=0)  # S3: botocore read timeout per attempt
+    max_attempts: int = Field(ge=1, le=10)  # S3: attempts per call (retries + 1), standard mode
 
 
 class HealthParams(_Strict):
     """Knobs of the health stage; docs/archive_health.md says why each default is what it is."""
 
-    method: Literal["psi"] = "psi"  # Evidently's drift method for every column (its PSI)
-    reference_days: int = Field(default=14, gt=0)  # trading days before the current window
-    current_days: int = Field(default=1, gt=0)  # the latest trading day(s), in the broker's bars
-    psi_threshold: float = Field(default=0.2, gt=0)  # floor of every column's threshold
-    alpha: float = Field(default=0.001, gt=0, lt=0.5)  # per signal: false-alarm rate of its threshold
-    drilldown_alpha: float = Field(default=0.01, gt=0, lt=0.5)  # per feature (reported, not alarmed)
-    memories_per_window: int = Field(default=40, ge=1)  # feature windows hold ≥ this many lookbacks
-    top_features: int = Field(default=3, ge=0)
-    max_gap_bars: int = Field(default=3, ge=0)  # longest hole inside the current window, in bars
-    max_jump_sigma: float = Field(default=25.0, gt=0)  # |return| beyond this many robust σ: a jump
-    fail_on_drift: bool = False
-    max_rows: int = Field(default=20000, gt=0)
-    max_staleness_bars: int = Field(default=3, ge=0)
+    _section: ClassVar[tuple[str, ...]] = ("health",)
+
+    method: Literal["psi"]  # Evidently's drift method for every column (its PSI)
+    reference_days: int = Field(gt=0)  # trading days before the current window
+    current_days: int = Field(gt=0)  # the latest trading day(s), in the broker's bars
+    psi_threshold: float = Field(gt=0)  # floor of every column's threshold
+    alpha: float = Field(gt=0, lt=0.5)  # per signal: false-alarm rate of its threshold
+    drilldown_alpha: float = Field(gt=0, lt=0.5)  # per feature (reported, not alarmed)
+    memories_per_window: int = Field(ge=1)  # feature windows hold ≥ this many lookbacks
+    top_features: int = Field(ge=0)
+    max_gap_bars: int = Field(ge=0)  # longest hole inside the current window, in bars
+    max_jump_sigma: float = Field(gt=0)  # |return| beyond this many robust σ: a jump
+    fail_on_drift: bool
+    max_rows: int = Field(gt=0)
+    max_staleness_bars: int = Field(ge=0)
 
 
 class HgbParams(_Strict):
-    max_iter: int = 200
-    learning_rate: float = 0.05
-    max_leaf_nodes: int = 31
-    min_samples_leaf: int = 200
-    l2_regularization: float = 1.0
+    _section: ClassVar[tuple[str, ...]] = ("train", "hgb")
+    max_iter: int
+    learning_rate: float
+    max_leaf_nodes: int
+    min_samples_leaf: int
+    l2_regularization: float
 
 
 class LogregParams(_Strict):
-    C: float = 0.1
-    max_iter: int = 1000
+    _section: ClassVar[tuple[str, ...]] = ("train", "logreg")
+    C: float
+    max_iter: int
 
 
 class TrainParams(_Strict):
-    lookback_days: int = Field(default=90, gt=0)
-    test_days: int = Field(default=20, gt=0)
-    validation_fraction: float = Field(default=0.2, gt=0, lt=1)
-    horizon: int = Field(default=12, gt=0)
-    cost_threshold_bps: float = Field(default=5.0, ge=0)
-    embargo: int = Field(default=24, ge=0)
-    cv_folds: int = Field(default=5, ge=2)
-    cv_metric: str = "log_loss"
-    seed: int = 42
-    candidates: tuple[Literal["hgb", "logreg"], ...] = ("hgb", "logreg")
+    _section: ClassVar[tuple[str, ...]] = ("train",)
+    lookback_days: int = Field(gt=0)
+    test_days: int = Field(gt=0)
+    validation_fraction: float = Field(gt=0, lt=1)
+    horizon: int = Field(gt=0)
+    cost_threshold_bps: float = Field(ge=0)
+    embargo: int = Field(ge=0)
+    cv_folds: int = Field(ge=2)
+    cv_metric: str
+    seed: int
+    candidates: tuple[Literal["hgb", "logreg"], ...]
     # Walk-forward out-of-sample evaluation: this many consecutive test windows of test_days each,
     # the chosen configuration refitted before each (as the weekly retraining would).
-    oos_windows: int = Field(default=4, ge=1)
-    bootstrap_samples: int = Field(default=2000, ge=100)  # stationary bootstrap of the OOS Sharpe
-    ci_level: float = Field(default=0.9, gt=0, lt=1)
-    hgb: HgbParams = HgbParams()
-    logreg: LogregParams = LogregParams()
+    oos_windows: int = Field(ge=1)
+    bootstrap_samples: int = Field(ge=100)  # stationary bootstrap of the OOS Sharpe
+    ci_level: float = Field(gt=0, lt=1)
+    hgb: HgbParams
+    logreg: LogregParams
 
 
 class CostParams(_Strict):
-    fees_bps: dict[Broker, float] = Field(default_factory=lambda: {"binance": 7.5, "oanda": 0.5, "ibkr": 0.5})
-    default_spread_bps: dict[Broker, float] = Field(
-        default_factory=lambda: {"binance": 1.0, "oanda": 1.0, "ibkr": 1.0}
-    )
-    fill: Literal["next_open", "close"] = "next_open"  # where an order decided at a close fills
+    _section: ClassVar[tuple[str, ...]] = ("costs",)
+    fees_bps: dict[Broker, float]
+    default_spread_bps: dict[Broker, float]
+    fill: Literal["next_open", "close"]  # where an order decided at a close fills
 
 
 class GateParams(_Strict):
-    min_sharpe: float = 2.0
-    max_drawdown: float = 0.15
-    min_win_rate: float = 0.55
-    min_trades: int = 100
-    max_regression: float = 0.10
-    min_dsr: float = Field(default=0.95, ge=0, le=1)  # deflated Sharpe ratio, over every trial counted
+    _section: ClassVar[tuple[str, ...]] = ("gates",)
+    min_sharpe: float
+    max_drawdown: float
+    min_win_rate: float
+    min_trades: int
+    max_regression: float
+    min_dsr: float = Field(ge=0, le=1)  # deflated Sharpe ratio, over every trial counted
 
 
 class MlflowParams(_Strict):
-    tracking_uri: str = "sqlite:///mlflow.db"
-    artifact_location: str = "mlartifacts"
-    experiment: str = "autotrader"
-    model_name: str = "autotrader-signal"
+    _section: ClassVar[tuple[str, ...]] = ("mlflow",)
+    tracking_uri: str
+    artifact_location: str
+    experiment: str
+    model_name: str
 
     def resolved_tracking_uri(self) -> str:
         """``MLFLOW_TRACKING_URI`` from the environment wins over params (remote servers, CI)."""
@@ -296,16 +378,17 @@ class MlflowParams(_Strict):
 
 
 class Params(_Strict):
-    paths: Paths = Paths()
-    data: DataParams = DataParams()
-    validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
-    features: FeatureParams = FeatureParams()
-    archive: ArchiveParams = ArchiveParams()
-    health: HealthParams = HealthParams()
-    train: TrainParams = TrainParams()
-    costs: CostParams = CostParams()
-    gates: GateParams = GateParams()
-    mlflow: MlflowParams = MlflowParams()
+    _section: ClassVar[tuple[str, ...]] = ()
+    paths: Paths
+    data: DataParams
+    validate_: ValidateParams = Field(alias="validate")
+    features: FeatureParams
+    archive: ArchiveParams
+    health: HealthParams
+    train: TrainParams
+    costs: CostParams
+    gates: GateParams
+    mlflow: MlflowParams
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
