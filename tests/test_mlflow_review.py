@@ -326,3 +326,39 @@ def test_a_relative_artifact_location_stays_relative_in_sqlite(
         mlflow.log_text("hello", "note.txt")
     assert run.info.artifact_uri == f"mlartifacts/{run.info.run_id}/artifacts"
     assert (tmp_path / "mlartifacts" / run.info.run_id / "artifacts" / "note.txt").read_text() == "hello"
+
+
+def test_against_a_server_artifacts_live_behind_mlflow_artifacts_uris(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deploy/mlflow server proxies artifacts (--serve-artifacts): URIs that hold wherever it is reached."""
+    import httpx
+    import mlflow
+
+    from autotrader.processes import free_port, stop_process, wait_until
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+             "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            cwd=tmp_path, env=tool_env(), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: httpx.get(f"{uri}/health", timeout=1).status_code == 200, 120, "mlflow server", proc, log
+        )
+        params = Params(mlflow=MlflowParams(tracking_uri=uri, experiment="served"))
+        client = registry.connect(params)
+        experiment = registry.ensure_experiment(params)
+        assert client.get_experiment(experiment).artifact_location.startswith("mlflow-artifacts:")
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.log_text("hello", "note.txt")
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/note.txt") == "hello"
+    finally:
+        stop_process(proc)
