@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "store": 3, "archive": 3, "datarollback": 3,
     "health": 4, "modeling": 4,
     "registry": 5,
-    "serving": 6, "gitops": 6,
+    "serving": 6, "gitops": 6, "promotion": 6,
     "orchestration": 7, "rehearsal": 7,
     "cli": 8,
 }  # fmt: skip

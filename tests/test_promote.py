@@ -1,4 +1,6 @@
-"""``autotrader promote`` refusals that need no trained model (the full path is in test_training_pipeline)."""
+"""``autotrader promote`` and the DVC stage ``stages/promote.py``: refusals that need no trained model.
+
+Both run ``autotrader.promotion.promote_model``; the full path is in test_training_pipeline."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from autotrader.cli.promote import check_fresh, read_gates
 from autotrader.errors import PromotionRefused
+from autotrader.promotion import check_fresh, read_gates
 
 from .conftest import BIN, REPO, Project
 
@@ -90,3 +92,24 @@ def test_without_a_recorded_hash_a_gates_file_older_than_the_model_is_refused(tm
     os.utime(gates, None)
     os.utime(model / "MLmodel", (old, old))
     assert len(check_fresh({"promote": True}, gates, model)) == 64
+
+
+def stage(project: Project):
+    return project.run(str(BIN / "python"), str(REPO / "stages" / "promote.py"), check=False)
+
+
+def test_the_dvc_stage_records_failed_gates_and_refuses_a_missing_decision(workdir: Project) -> None:
+    """``stages/promote.py`` is ``promote --if-approved``: a "no" is recorded, a missing verdict is an error."""
+    proc = stage(workdir)
+    assert proc.returncode != 0 and "metrics/gates.json: not found; run the gate stage" in proc.stderr
+    assert not (workdir.root / "metrics" / "promotion.json").exists()
+    verdict = {"promote": False, "failed": ["sharpe 1.2 not > 2"]}
+    (workdir.root / "metrics" / "gates.json").write_text(json.dumps(verdict))
+    proc = stage(workdir)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((workdir.root / "metrics" / "promotion.json").read_text())
+    assert record == {
+        "model_name": "autotrader-signal",
+        "promoted": False,
+        "reason": "gates failed: sharpe 1.2 not > 2",
+    }
