@@ -22,6 +22,10 @@ Remote URLs go through fsspec (``s3://bucket/prefix`` through s3fs). Credentials
 environment (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` or any botocore
 source); a custom endpoint (MinIO, moto, Ceph) from ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, which
 botocore honours itself, or ``AUTOTRADER_S3_ENDPOINT_URL``, which wins and is passed explicitly.
+
+Why one module of ~510 lines: the byte format (``encode_bars``), the write-once comparison with what
+is archived and the reading back share that format and the key layout; kept together, a reader can
+never drift from the writer. The sections below (encoding, targets, archiving, reading back) are its parts.
 """
 
 from __future__ import annotations

@@ -22,6 +22,11 @@ partitions that are gone (``reconcile``). The metadata and the partitions on dis
 
 Readers (prepare, serving, health) go through ``load_features``, which touches only the date
 partitions the query needs.
+
+Why one module of ~700 lines: hashing, planning, writing, the journaled commit, ``reconcile`` and the
+reader all depend on one partition layout and one ``_metadata.json`` format, and the store's promise
+(an update equals a full rebuild; metadata and partitions always agree) is an invariant across them.
+Split, a change to one side could silently break the other; the sections below are its parts.
 """
 
 from __future__ import annotations

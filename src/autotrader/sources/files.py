@@ -17,6 +17,10 @@ Numbers parse to the nearest float64 (correct rounding), so a file written from 
 ``to_csv`` reads back bit for bit. The common CSV layout (a header, times written with a UTC offset,
 plain numbers) is read by Arrow's multithreaded CSV reader, only the columns the bars use;
 anything else — or anything Arrow refuses — goes through pandas, which gives the same frame.
+
+Why one module of ~500 lines: header aliases, timestamp parsing and the fast Arrow path decide
+together what a file's columns and times mean; their helpers are private to that decision and tested
+through ``FileSource`` as one reader.
 """
 
 from __future__ import annotations
