@@ -195,7 +195,9 @@ async def _open_loop(
         try:
             try:
                 status = await _request(conn, head, bodies[i % len(bodies)])
-            except (_Closed, ConnectionResetError):
+            # uvloop raises RuntimeError ("the handler is closed") writing to a connection the
+            # server has already closed: the same stale connection as _Closed
+            except (_Closed, ConnectionResetError, RuntimeError):
                 if not reused:
                     raise
                 # A stale keep-alive connection (the server's idle timeout): reconnect once, as
@@ -204,7 +206,7 @@ async def _open_loop(
                 conn = _Conn(*await asyncio.open_connection("127.0.0.1", port))
                 sent = time.perf_counter()
                 status = await _request(conn, head, bodies[i % len(bodies)])
-        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError, _Closed) as exc:
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError, RuntimeError, _Closed) as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
             conn.writer.close()
             return

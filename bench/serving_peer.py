@@ -228,19 +228,31 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def measure(pid: int, load: Any, runs: int) -> dict[str, Any]:
-    """``runs`` runs of ``load()`` → medians, server CPU per request and the load average per run."""
+    """``runs`` runs of ``load()`` → medians, server CPU per request and the load average per run.
+
+    A run whose load process fails (it gives no result) is recorded as such, not fatal to the bench.
+    """
     results = []
     for _ in range(runs):
         load_start = os.getloadavg()
         cpu0 = _cpu_seconds(pid)
-        result = load()
+        try:
+            result = load()
+        except Exception as exc:
+            results.append({"failed": f"{type(exc).__name__}: {exc}", "loadavg_start": list(load_start)})
+            continue
         result["server_cpu_ms_per_request"] = round(
             (_cpu_seconds(pid) - cpu0) * 1000 / max(result["completed"], 1), 3
         )
         result["loadavg_start"] = [round(x, 2) for x in load_start]
         result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         results.append(result)
+    failed = [r for r in results if "failed" in r]
+    results = [r for r in results if "failed" not in r]
+    if not results:
+        return {"skipped": f"every run failed: {failed[0]['failed'][:200]}", "failed_runs": failed}
     return {
+        "failed_runs": failed,
         "achieved_rps": _median(results, "achieved_rps"),
         "errors_total": sum(r["errors"] for r in results),
         "p50_ms": _median(results, "latency_ms", "p50"),
@@ -288,7 +300,7 @@ def peer_main(args: Any, argv: list[str] | None) -> int:
                     ),
                     args.runs,
                 )
-                ceiling = results[name]["saturation"]["achieved_rps"] or 0.0
+                ceiling = results[name]["saturation"].get("achieved_rps") or 0.0
                 for rate in rates:
                     key = f"rate_{rate:g}"
                     if rate > HEADROOM * ceiling:
@@ -309,6 +321,7 @@ def peer_main(args: Any, argv: list[str] | None) -> int:
             peer.stop()
 
     top = results["autotrader serve"].get(f"rate_{TARGET['rate']:g}", {})
+    top = {} if "skipped" in top else top
     result = {
         "benchmark": "serving_peer",
         "command": "python " + " ".join(["bench/serving.py", *(argv if argv is not None else sys.argv[1:])]),
