@@ -173,6 +173,11 @@ def test_good_canary_passes_every_step(rehearsal) -> None:
     assert judged == {"error-rate", "latency-p99", "sharpe-not-negative", "sharpe-vs-stable"}
     traffic = result.traffic["good"]
     assert traffic["canary"].get("200", 0) > 50 and traffic["stable"].get("200", 0) > 50
+    # the canary instruments are live clients: the canary computed their features from bars itself
+    assert result.bars_in == ("binance/BTCUSDT", "oanda/EUR_USD")
+    live = rehearsal.driver.by_path()["/predict/bars"]
+    assert live["canary"].get("200", 0) > 50, live
+    assert set(live["canary"]) == {"200"}, live  # no 409/422: the demo models' feature set is served
 
 
 @pytest.mark.slow

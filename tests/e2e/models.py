@@ -18,7 +18,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 NAME = "autotrader-signal"
@@ -28,7 +27,7 @@ STRENGTH = 40.0  # the rehearsal's market: the momentum rule earns money there
 
 
 def replay_frame() -> pd.DataFrame:
-    """48 bars of two instruments with the demo models' two features, as the pipeline's replay slice."""
+    """48 bars of two instruments with the store's features, as the pipeline's replay slice."""
     from autotrader.params import Instrument
     from autotrader.rehearsal.traffic import _feed
     from autotrader.sources.sim import SimulatedMarket
@@ -39,28 +38,26 @@ def replay_frame() -> pd.DataFrame:
         Instrument(broker="binance", symbol="ETHUSDT"),
         Instrument(broker="oanda", symbol="GBP_USD"),
     ):
-        feed = _feed(market, inst, pd.Timestamp("2025-03-03", tz="UTC"), 1)
-        frame = feed.frame.iloc[3:51].assign(broker=inst.broker, symbol=inst.symbol)
+        feed = _feed(market, inst, pd.Timestamp("2025-03-03", tz="UTC"), 3)
+        frame = feed.frame.iloc[feed.warmup : feed.warmup + 48].assign(broker=inst.broker, symbol=inst.symbol)
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-        frames.append(frame[["timestamp", "broker", "symbol", "close", "ret_1", "ret_3"]])
+        frames.append(frame[["timestamp", "broker", "symbol", "close", *feed.features]])
     return pd.concat(frames).sort_values(["timestamp", "broker", "symbol"]).reset_index(drop=True)
 
 
 def build(workdir: Path) -> str:
     import mlflow
-    from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
     from autotrader.modeling.tracking import log_replay_rows
-    from autotrader.rehearsal.demo_models import FEATURES, MomentumModel
+    from autotrader.rehearsal.demo_models import MomentumModel, signature_and_metadata
 
     workdir.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment = client.create_experiment("e2e", artifact_location=(workdir / "artifacts").as_uri())
-    example = pd.DataFrame({name: [0.001, -0.002, 0.0] for name in FEATURES})
-    signature = infer_signature(example, np.array([1, -1, 0], dtype=np.int64))
+    signature, metadata = signature_and_metadata()  # the store's features in, recorded feature set
     replay = replay_frame()
     for version, kind in enumerate(KINDS, start=1):
         with mlflow.start_run(experiment_id=experiment, run_name=f"demo-{kind}"), warnings.catch_warnings():
@@ -69,6 +66,7 @@ def build(workdir: Path) -> str:
                 name="model",
                 python_model=MomentumModel(kind),
                 signature=signature,
+                metadata=metadata,
                 registered_model_name=NAME,
                 pip_requirements=["mlflow", "numpy", "pandas"],
             )

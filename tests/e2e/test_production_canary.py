@@ -51,8 +51,17 @@ def production(
         env.sync()
         env.wait_healthy_on(GOOD, timeout=240)
         router = MeshRouter(env.plane, ROLLOUT, ROLLOUT, seed=3)
+        # the canary instruments are live clients (bars in, the server computes the features), the
+        # rest batch clients (feature vectors): the analysis measures the live path
         driver = TrafficDriver(
-            router, INSTRUMENTS, signal_strength=STRENGTH, seed=7, tick_s=0.1, bars_per_request=8, days=365
+            router,
+            INSTRUMENTS,
+            signal_strength=STRENGTH,
+            seed=7,
+            tick_s=0.1,
+            bars_per_request=8,
+            bars_in=sorted(CANARY_INSTRUMENTS),
+            days=365,
         ).start()
         yield env
     finally:
@@ -126,6 +135,12 @@ def test_good_canary_walks_every_step_to_100_percent(production: Environment, re
         f'sum(autotrader_predictions_total{{rollouts_pod_template_hash="{canary}"}}) > 0',
     )
     assert served, "the canary pods served nothing"
+    live = query_prometheus(
+        env.prometheus.url,
+        f'sum(autotrader_requests_total{{rollouts_pod_template_hash="{canary}",route="/predict/bars",'
+        f'status="200"}}) > 0',
+    )
+    assert live, "the canary pods computed no features from bars (the live path was not measured)"
     (report_dir / "good-canary.json").write_text(
         json.dumps(
             {

@@ -1,8 +1,12 @@
 """Small MLflow pyfunc models for the analysis rehearsal: one good, and three that must be caught.
 
-All four trade the same causal momentum rule on two features a client can compute from past bars
-(``ret_1``, the last bar's log return, and ``ret_3``, the last three bars'). On the simulated market
-with signal the rule makes money; the others break it in the three ways a canary analysis watches:
+All four trade the same causal momentum rule on two of the feature store's features (``ret_1``, the
+last bar's log return, and ``ret_3``, the last three bars'). Their inputs are the store's whole default
+feature set and their MLmodel metadata records it (``feature_set``: params, hash, bar interval, code
+fingerprint, warm-up), exactly as a trained model records it, so the server can serve them through
+bars-in (``POST /predict/bars``: it computes the features from raw bars) as well as through feature
+vectors. On the simulated market with signal the rule makes money; the others break it in the three
+ways a canary analysis watches:
 
 - ``losing``: the good rule's signals negated (same traffic, same latency, loses money);
 - ``slow``: the good rule after a ~300 ms sleep per request (p99 latency);
@@ -28,7 +32,7 @@ try:
 except ImportError:  # pragma: no cover - mlflow is a runtime dependency
     PythonModel = object  # type: ignore[assignment,misc]
 
-FEATURES: tuple[str, ...] = ("ret_1", "ret_3")
+INTERVAL = "5min"  # the rehearsal market's bars (``rehearsal.traffic``)
 KINDS: tuple[str, ...] = ("good", "losing", "slow", "erroring")
 
 
@@ -71,20 +75,55 @@ class MomentumModel(PythonModel):  # type: ignore[misc]
         return signals
 
 
-def save(kind: str, path: str | os.PathLike[str]) -> Path:
-    """Save a demo model of ``kind`` as an MLflow model folder with a feature signature."""
-    import mlflow
+def feature_names() -> tuple[str, ...]:
+    """The demo models' inputs: the store's default feature set, in the store's column order."""
+    from autotrader.features import feature_names as names
+    from autotrader.params import FeatureParams
+
+    return tuple(names(FeatureParams()))
+
+
+def feature_set() -> dict[str, Any]:
+    """The MLmodel ``feature_set`` record a model trained on a default store at 5-minute bars carries."""
+    from autotrader.features import fingerprint, warmup_bars
+    from autotrader.features.contract import feature_set_record
+    from autotrader.params import FeatureParams
+
+    params = FeatureParams()
+    record = feature_set_record(
+        {
+            "feature_params": params.model_dump(mode="json"),
+            "interval": INTERVAL,
+            "feature_fingerprint": fingerprint(params, INTERVAL),
+            "warmup_bars": warmup_bars(params),
+        }
+    )
+    assert record is not None
+    return record
+
+
+def signature_and_metadata() -> tuple[Any, dict[str, Any]]:
+    """The signature (every default feature in, a signal out) and metadata every demo model is saved with."""
     from mlflow.models import infer_signature
 
-    path = Path(path)
-    example = pd.DataFrame({name: [0.001, -0.002, 0.0] for name in FEATURES})
+    example = pd.DataFrame({name: [0.001, -0.002, 0.0] for name in feature_names()})
     signature = infer_signature(example, np.array([1, -1, 0], dtype=np.int64))
+    return signature, {"feature_set": feature_set()}
+
+
+def save(kind: str, path: str | os.PathLike[str]) -> Path:
+    """Save a demo model of ``kind`` as an MLflow model folder with a feature signature and feature set."""
+    import mlflow
+
+    path = Path(path)
+    signature, metadata = signature_and_metadata()
     with warnings.catch_warnings():  # "no input example": the signature is given explicitly
         warnings.simplefilter("ignore", UserWarning)
         mlflow.pyfunc.save_model(
             path=str(path),
             python_model=MomentumModel(kind),
             signature=signature,
+            metadata=metadata,
             pip_requirements=["mlflow", "numpy", "pandas"],
         )
     return path

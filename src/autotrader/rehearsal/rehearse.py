@@ -104,6 +104,7 @@ class RehearsalResult:
     traffic: dict[str, dict[str, dict[str, int]]]
     time_scale: float
     seconds: float
+    bars_in: tuple[str, ...] = ()  # instruments whose client sent bars (the live path), not vectors
 
     def failed_metrics(self) -> list[str]:
         return sorted({m.metric for m in self.measurements if m.phase in ("Failed", "Error")})
@@ -119,6 +120,7 @@ class RehearsalResult:
             "events": [e.__dict__ for e in self.events],
             "measurements": [m.__dict__ for m in self.measurements],
             "traffic": self.traffic,
+            "bars_in": list(self.bars_in),
         }
 
     def to_markdown(self) -> str:
@@ -129,6 +131,15 @@ class RehearsalResult:
             "",
             f"Time scale: one manifest minute = {self.time_scale}s; took {self.seconds:.0f}s. "
             "This rehearses the analysis, not the Argo Rollouts controller.",
+            "",
+            "Live path: "
+            + (
+                f"{', '.join(self.bars_in)} send their newest bar with its warm-up window to "
+                "`POST /predict/bars` (the server computes the features); the others send feature vectors "
+                "to `POST /predict`."
+                if self.bars_in
+                else "every instrument sends feature vectors to `POST /predict`."
+            ),
             "",
             "## Steps",
             "",
@@ -203,6 +214,9 @@ class Rehearsal:
         self.stable.wait_ready()
         self.prometheus.add_target(f"127.0.0.1:{self.stable.port}", self._labels(self.stable_hash, "stable"))
         self.prometheus.wait_scraped(f'rollouts_pod_template_hash="{self.stable_hash}"')
+        # the canary's header-routed instruments are live clients: they send bars, the servers compute
+        # the features, so the analysis measures the live path (the rest send feature vectors)
+        matches = self.plan.header_matches()
         self.driver = TrafficDriver(
             self.router,
             self.instruments,
@@ -210,6 +224,7 @@ class Rehearsal:
             seed=self.config.seed,
             tick_s=self.config.tick_s,
             bars_per_request=self.config.bars_per_request,
+            bars_in=[i.key for i in self.instruments if header_routes_to_canary(matches, HEADER, i.key)],
         ).start()
 
     def __exit__(self, *exc: object) -> None:
@@ -329,6 +344,7 @@ class _Walk:
             traffic,
             self.scale.seconds_per_minute,
             self.now(),
+            self.r.driver.bars_in if self.r.driver else (),
         )
 
     def _abort(self, verdict: str) -> RehearsalResult:

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
 import pandas as pd
 
 from autotrader.errors import DeployError
@@ -37,22 +36,48 @@ def header_routes_to_canary(matches: Sequence[dict[str, Any]], header: str, valu
 
 @dataclass
 class _Feed:
-    """One instrument's bars with the two causal features the demo models read, and a cursor."""
+    """One instrument's bars, the store's features over them, and a cursor (the next bar to send).
+
+    ``bars_json`` holds each bar already serialised in the bar schema, for an instrument driven through
+    bars-in (empty otherwise): a request is then a join of the window's fragments, not 336 dicts.
+    """
 
     instrument: Instrument
     frame: pd.DataFrame
-    cursor: int = 3
+    features: tuple[str, ...]
+    warmup: int
+    cursor: int
+    bars_json: list[bytes]
 
 
-def _feed(market: Any, instrument: Instrument, start: pd.Timestamp, days: int) -> _Feed:
+def _feed(
+    market: Any, instrument: Instrument, start: pd.Timestamp, days: int, *, bars_in: bool = False
+) -> _Feed:
+    """The market's bars with the default feature set computed by the store's own function."""
+    import json
+
+    from autotrader.features import compute_feature_arrays, warmup_bars
+    from autotrader.params import FeatureParams
+
+    params = FeatureParams()
     bars = market.fetch(instrument, start, start + pd.Timedelta(days=days), pd.Timedelta("5min"))
-    close = bars["close"].to_numpy(dtype=float)
-    logc = np.log(close)
-    ret_1 = np.r_[np.nan, np.diff(logc)]
-    ret_3 = np.r_[[np.nan] * 3, logc[3:] - logc[:-3]]
+    values = compute_feature_arrays(bars, params)
     stamps = bars["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy()
-    frame = pd.DataFrame({"timestamp": stamps, "close": close, "ret_1": ret_1, "ret_3": ret_3})
-    return _Feed(instrument, frame)
+    frame = pd.DataFrame({"timestamp": stamps, "close": bars["close"].to_numpy(dtype=float), **values})
+    warmup = warmup_bars(params)
+    fragments: list[bytes] = []
+    if bars_in:
+        columns = ("open", "high", "low", "close", "volume", "spread")
+        arrays = [bars[c].to_numpy(dtype=float).tolist() for c in columns]
+        head = f'"broker":"{instrument.broker}","symbol":{json.dumps(instrument.symbol)}'
+        for i, ts in enumerate(stamps):
+            # a missing spread (NaN) is sent as null, as the bar schema allows
+            body = ",".join(
+                f'"{c}":{json.dumps(a[i] if a[i] == a[i] else None)}'
+                for c, a in zip(columns, arrays, strict=True)
+            )
+            fragments.append(f'{{"timestamp":"{ts}",{head},{body}}}'.encode())
+    return _Feed(instrument, frame, tuple(values), warmup, warmup, fragments)
 
 
 class RequestRouter(Protocol):
@@ -101,7 +126,15 @@ class Router:
 
 
 class TrafficDriver:
-    """One thread per instrument; each tick sends the next ``bars_per_request`` bars to where the router says."""
+    """One thread per instrument; each tick sends the next bars to where the router says.
+
+    Two client kinds, as in production: a batch client sends the next ``bars_per_request`` bars'
+    feature vectors to ``POST /predict``; a live client (the instruments in ``bars_in``, in the
+    rehearsal and the cluster e2e the canary's header-routed ones, so the analysis measures the live
+    path) sends the newest bar with its warm-up window to ``POST /predict/bars`` and the server
+    computes the features itself. Both advance through the same market, bar by bar, so each side's
+    realised returns stay consecutive.
+    """
 
     def __init__(
         self,
@@ -112,6 +145,7 @@ class TrafficDriver:
         seed: int,
         tick_s: float,
         bars_per_request: int,
+        bars_in: Sequence[str] = (),
         start: str = "2025-01-06",
         days: int = 365,
     ) -> None:
@@ -122,8 +156,14 @@ class TrafficDriver:
         self.bars_per_request = bars_per_request
         market = SimulatedMarket(seed=seed, signal_strength=signal_strength)
         origin = pd.Timestamp(start, tz="UTC")
-        self.feeds = [_feed(market, inst, origin, days) for inst in instruments]
+        live = set(bars_in)
+        unknown = live - {inst.key for inst in instruments}
+        if unknown:
+            raise DeployError(f"bars-in instrument(s) {sorted(unknown)} are not among the driven instruments")
+        self.bars_in = tuple(inst.key for inst in instruments if inst.key in live)
+        self.feeds = [_feed(market, inst, origin, days, bars_in=inst.key in live) for inst in instruments]
         self.stats: Counter[tuple[str, str, int]] = Counter()  # (target, scenario, status)
+        self.paths: Counter[tuple[str, str, int]] = Counter()  # (target, path, status)
         self.scenario = "warmup"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -143,24 +183,39 @@ class TrafficDriver:
         for thread in self._threads:
             thread.join(timeout=15)
 
-    def _instances(self, feed: _Feed) -> list[dict[str, Any]]:
+    def _request(self, feed: _Feed) -> tuple[str, bytes]:
+        """The next request of this instrument's client: (path, JSON body); advances the cursor."""
+        import json
+
+        if feed.bars_json:
+            end = feed.cursor + 1
+            if end > len(feed.bars_json):
+                raise DeployError(
+                    f"rehearsal market for {feed.instrument.key} ran out of bars; shorten the run"
+                )
+            feed.cursor = end
+            return "/predict/bars", b'{"bars":[' + b",".join(
+                feed.bars_json[end - feed.warmup - 1 : end]
+            ) + b"]}"
         rows = feed.frame.iloc[feed.cursor : feed.cursor + self.bars_per_request]
         if len(rows) < self.bars_per_request:
             raise DeployError(f"rehearsal market for {feed.instrument.key} ran out of bars; shorten the run")
         feed.cursor += self.bars_per_request
         inst = feed.instrument
-        return [
+        names = list(feed.features)
+        instances = [
             {
                 "broker": inst.broker,
                 "symbol": inst.symbol,
                 "timestamp": ts,
                 "close": close,
-                "features": {"ret_1": r1, "ret_3": r3},
+                "features": dict(zip(names, vector, strict=True)),
             }
-            for ts, close, r1, r3 in zip(
-                rows["timestamp"], rows["close"], rows["ret_1"], rows["ret_3"], strict=True
+            for ts, close, vector in zip(
+                rows["timestamp"], rows["close"], rows[names].to_numpy().tolist(), strict=True
             )
         ]
+        return "/predict", json.dumps({"instances": instances}).encode()
 
     def _loop(self, feed: _Feed) -> None:
         import httpx
@@ -175,24 +230,35 @@ class TrafficDriver:
                 except Exception:  # a router that cannot decide means "no upstream", never a dead thread
                     target, url = "none", None
                 try:
-                    body = {"instances": self._instances(feed)}
+                    path, body = self._request(feed)
                 except DeployError:
                     return
                 if url is None:
                     status = 503  # what Envoy answers with no healthy upstream; no server saw it
                 else:
+                    headers = {HEADER: key, "content-type": "application/json"}
                     try:
-                        status = client.post(f"{url}/predict", json=body, headers={HEADER: key}).status_code
+                        status = client.post(f"{url}{path}", content=body, headers=headers).status_code
                     except httpx.HTTPError:
                         status = 0
                 with self._lock:
                     self.stats[(target, scenario, status)] += 1
+                    self.paths[(target, path, status)] += 1
                 next_tick += self.tick_s
                 delay = next_tick - time.monotonic()
                 if delay > 0:
                     self._stop.wait(delay)
                 else:
                     next_tick = time.monotonic()
+
+    def by_path(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Requests per path, target and status since the start: which client kind reached which side."""
+        with self._lock:
+            out: dict[str, dict[str, dict[str, int]]] = {}
+            for (target, path, status), n in self.paths.items():
+                slot = out.setdefault(path, {}).setdefault(target, {})
+                slot[str(status)] = slot.get(str(status), 0) + n
+            return out
 
     def snapshot(self, scenario: str) -> dict[str, dict[str, int]]:
         with self._lock:
