@@ -19,14 +19,14 @@ Why not a maintained tree compiler instead (issue 14, measured 2026-11-29 with
 ``.venv/bin/python bench/hgb_compilers.py`` → bench/results/hgb_compilers.json; the candidates in a
 throw-away venv beside the lock's scikit-learn 1.9.1 / numpy 2.3.5; the quick HGB of bench/serving.py,
 100 iterations × 3 classes; golden rows = 5,184 market feature rows + 512 threshold probe rows;
-machine load average 13-16 on 2 cores, so CPU times, not latencies):
+machine load average 20 → 16 on 2 cores, so CPU times, not latencies; two runs agreed):
 
 | predictor | classes ≠ sklearn (market/probe) | probabilities bit-identical | CPU ms/row | load |
 | --- | --- | --- | --- | --- |
 | this walker | 0 / 0 | yes / yes (raw scores too) | 0.19 | 0 s |
-| scikit-learn ``predict`` | — | — | 1.60 | 0 s |
-| tl2cgen 1.0 (treelite 4.8.1) | 0 / 0 | no / no: max Δp 4e-16 / 0.038, raw Δ 0.17 | 0.03 | 16 s gcc compile |
-| onnxruntime 1.32 (skl2onnx 1.20), float32 | 0 / 20 | no / no: max Δp 1.8e-7 / 0.49 | 0.015 | 0.3 s |
+| scikit-learn ``predict`` | — | — | 2.35 | 0 s |
+| tl2cgen 1.0 (treelite 4.8.1) | 0 / 0 | no / no: max Δp 4e-16 / 0.038, raw Δ 0.17 | 0.03 | 16-41 s gcc compile |
+| onnxruntime 1.32 (skl2onnx 1.20), float32 | 0 / 20 | no / no: max Δp 1.8e-7 / 0.49 | 0.018 | 0.3 s |
 
 onnxruntime with float64 inputs does not run (its TreeEnsembleClassifier outputs float only), and
 skl2onnx 1.20 cannot convert this scikit-learn's HGB without a patch (a bool in an ints attribute).
@@ -35,7 +35,7 @@ the trees in another order and (ONNX) compare float32 thresholds, so rows at a s
 another branch — 20 of 512 probe rows change class under onnxruntime; tl2cgen changed 1 of 512 on a
 model trained on 3 days. The server's answers must equal the batch path's (scikit-learn) bit for bit
 (the bars-in parity tests, the deploy check's golden file), so exactness wins. tl2cgen would also
-need a C compiler in the serving image and ~16 s of compiling at every model load. The walker's
+need a C compiler in the serving image and 16-41 s of compiling at every model load. The walker's
 0.19 ms is ~40 % of a /predict request's ~0.45 ms of server CPU, within the 1,000 req/s budget.
 """
 
