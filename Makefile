@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 # (mlflow, evidently and great_expectations take seconds to import from source) starts fast anyway.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: run test install lint fmt bench schemas schemas-available lock clean promote-staging mlflow-ui e2e e2e-tools
+.PHONY: run test install lint fmt bench schemas schemas-available lock clean promote-staging mlflow-ui e2e e2e-tools images
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ schemas-available:
 		bash scripts/fetch_schemas.sh .schemas >/dev/null 2>&1 || { rm -rf .schemas; \
 		echo "no upstream schemas: put them in ../shared/schemas or run 'make schemas SCHEMA_DIR=.schemas' with network; the manifest tests will fail until then"; }; \
 	fi
+
+## images: the base (debootstrap, Python 3.11), serving and pipeline images, built here with buildah (no registry);
+## cached by a content hash of what each is built from. Needs root, buildah and debootstrap (docs/delivery.md).
+images: e2e-tools
+	bash scripts/build_images.sh
 
 lint: install
 	$(BIN)/ruff check .

@@ -16,6 +16,12 @@
 # The Argo Rollouts image only lends one binary (COPY --from below). It stays pinned by release tag: no
 # trustworthy digest for it could be found from here; add `@sha256:…` (`docker buildx imagetools inspect
 # quay.io/argoproj/kubectl-argo-rollouts:v1.8.3`) when building.
+#
+# Three more build args let a machine without those upstream hosts build the same file unchanged
+# (scripts/build_images.sh does, with buildah): ROLLOUTS_IMAGE may be any image holding
+# /bin/kubectl-argo-rollouts; KUBECTL_RELEASE_URL a mirror of dl.k8s.io/release's layout (file:// works,
+# with the folder mounted into the build), still checked against its kubectl.sha256; SCHEMAS_FROM a folder
+# of already-fetched schemas (the layout scripts/fetch_schemas.sh writes) instead of downloading them.
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 ARG ROLLOUTS_IMAGE=quay.io/argoproj/kubectl-argo-rollouts:v1.8.3
 
@@ -23,7 +29,9 @@ FROM ${ROLLOUTS_IMAGE} AS rollouts
 
 FROM ${BASE_IMAGE}
 ARG KUBECTL_VERSION=v1.32.0
+ARG KUBECTL_RELEASE_URL=https://dl.k8s.io/release
 ARG TARGETARCH=amd64
+ARG SCHEMAS_FROM=
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -38,15 +46,18 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 # kubectl, checked against the release's published SHA-256; the Argo Rollouts plugin from its image.
-RUN curl -fsSLo /usr/local/bin/kubectl "https://dl.k8s.io/release/${KUBECTL_VERSION}/bin/linux/${TARGETARCH}/kubectl" \
- && echo "$(curl -fsSL "https://dl.k8s.io/release/${KUBECTL_VERSION}/bin/linux/${TARGETARCH}/kubectl.sha256")  /usr/local/bin/kubectl" \
+RUN curl -fsSLo /usr/local/bin/kubectl "${KUBECTL_RELEASE_URL}/${KUBECTL_VERSION}/bin/linux/${TARGETARCH}/kubectl" \
+ && echo "$(curl -fsSL "${KUBECTL_RELEASE_URL}/${KUBECTL_VERSION}/bin/linux/${TARGETARCH}/kubectl.sha256")  /usr/local/bin/kubectl" \
     | sha256sum --check --strict \
  && chmod 0755 /usr/local/bin/kubectl
 COPY --from=rollouts /bin/kubectl-argo-rollouts /usr/local/bin/kubectl-argo-rollouts
 
 # The upstream schemas `autotrader promote|rollback` check rendered overlays against (pinned commits).
-COPY scripts/fetch_schemas.sh /tmp/fetch_schemas.sh
-RUN bash /tmp/fetch_schemas.sh /opt/schemas && rm /tmp/fetch_schemas.sh
+COPY scripts/fetch_schemas.sh scripts/split_istio_crds.py /tmp/schemas/
+RUN if [ -n "${SCHEMAS_FROM}" ]; then cp -r "${SCHEMAS_FROM}" /opt/schemas; \
+    else bash /tmp/schemas/fetch_schemas.sh /opt/schemas; fi \
+ && test -f /opt/schemas/argo-rollouts/rollout-crd.yaml \
+ && rm -rf /tmp/schemas
 ENV AUTOTRADER_SCHEMA_DIR=/opt/schemas
 
 RUN groupadd --gid 10001 autotrader \
