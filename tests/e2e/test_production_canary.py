@@ -241,6 +241,12 @@ def test_bad_canary_is_aborted_by_its_analysis_and_rolled_back(
         "failed_metrics": failed_metrics,
         "abort_message": status.get("message"),
         "seconds_bad_metric_to_stable": round(back_at - bad_at, 1) if back_at and bad_at else None,
+        # the controller's own decision time (status.abortedAt, 1 s resolution) to the route on stable
+        "seconds_abort_to_stable": (
+            round(back_at - parse_time(status["abortedAt"]), 1)
+            if back_at and status.get("abortedAt")
+            else None
+        ),
         "events": events[-20:],
     }
     (report_dir / f"bad-canary-{kind}.json").write_text(json.dumps(record, indent=2))
