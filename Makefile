@@ -13,7 +13,9 @@ export PYTHONUNBUFFERED := 1
 # (mlflow, evidently and great_expectations take seconds to import from source) starts fast anyway.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: run test install lint fmt bench schemas schemas-available lock clean promote-staging mlflow-ui e2e e2e-tools images
+HEADLINE := Experiment|Created|^sharpe$$|^dsr$$|max_drawdown|win_rate|n_trades|^ic$$|chosen|verdict|drifted_instruments
+
+.PHONY: exp run test install lint fmt bench schemas schemas-available lock clean promote-staging mlflow-ui e2e e2e-tools images
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +35,11 @@ run: install
 	@test -d .dvc || $(BIN)/dvc init --quiet
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/autotrader reports
+
+## exp: experiments side by side with the headline columns only (fits a terminal; `dvc exp show` alone
+## lists every param, dependency hash and metric).
+exp: install
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp show --no-pager --drop '.*' --keep '$(HEADLINE)'
 
 ## test: the whole suite (real MLflow, S3 on loopback, Prometheus, kustomize).
 ## (e2e-tools first: the cluster scenarios are part of the suite; without Go they are skipped with the reason.)
