@@ -19,6 +19,7 @@ from autotrader.console import console, stage_main
 from autotrader.faults import fault_point
 from autotrader.health import HealthCheckFailed, HealthReport, check_health, fallback_html, report_dir
 from autotrader.health.prometheus import textfile
+from autotrader.metrics_files import write_headline
 from autotrader.params import load_params
 
 
@@ -57,6 +58,7 @@ def main() -> int:
         fault_point("health", "end")
         write_json(tmp / "psi.json", psi)
     write_json(metrics / "health.json", report.as_metrics())
+    write_headline(metrics, "health", report.as_metrics())
     write_json(metrics / "health_details.json", report.details(str(out / "index.html")))
     write_text(metrics / "health.prom", textfile(report.samples(time.time())))
     _show(report)

@@ -4,8 +4,8 @@ A stage's detail file (``metrics/evaluate.json``: per-instrument numbers, hashes
 is what later stages and tools read; it is a plain DVC ``out``. What ``dvc metrics show``,
 ``dvc metrics diff`` and ``dvc exp show`` display is ``metrics/headline/<name>.json``, a flat dict of
 at most :data:`MAX_KEYS` scalars picked from the detail here, so those commands fit a terminal and a
-diff between two runs is a short table. (The health stage writes its own headline ``health.json``
-beside ``health_details.json``.)
+diff between two runs is a short table. (The health stage's ``health.json`` explains each instrument
+in a line of text for people and alerts; its headline here keeps only the counts.)
 """
 
 from __future__ import annotations
@@ -109,6 +109,23 @@ def _gates(d: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _health(d: Mapping[str, Any]) -> dict[str, Any]:
+    keys = (
+        "status",
+        "instruments_checked",
+        "drifted_instruments",
+        "stale_instruments",
+        "gap_instruments",
+        "jump_instruments",
+        "signals_compared",
+        "signals_drifted",
+        "max_psi",
+        "max_psi_ratio",
+        "lag_bars",
+    )
+    return {k: d.get(k) for k in keys}
+
+
 HEADLINES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "validation": _validation,
     "features": _features,
@@ -116,6 +133,7 @@ HEADLINES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "train": _train,
     "evaluate": _evaluate,
     "gates": _gates,
+    "health": _health,
 }
 
 
