@@ -91,9 +91,16 @@ if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
   printf 'native-tls = true\n' >"$root/uv.toml"
   mounts+=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro -v "$root/uv.toml:/etc/uv/uv.toml:ro")
 fi
+need_space() { # GiB: vfs keeps a full copy of the files per layer and per working container
+  local store=/var/lib/containers/storage free
+  mkdir -p "$store"
+  free=$(($(df --output=avail -k "$store" | tail -1) / 1048576))
+  ((free >= $1)) || { echo "building needs about $1 GiB free under $store (vfs copies every layer); $free GiB free" >&2; exit 1; }
+}
 bud() { # tag dockerfile build-args…
   local tag=$1 file=$2
   shift 2
+  need_space 6
   nice -n 10 buildah "${S[@]}" bud --isolation chroot --no-cache --force-rm --quiet "${mounts[@]}" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" "$@" -f "$file" -t "$tag" . >"$root/build-$(basename "$file").log" 2>&1 ||
     { tail -30 "$root/build-$(basename "$file").log" >&2; echo "build of $file failed: $root/build-$(basename "$file").log" >&2; exit 1; }
