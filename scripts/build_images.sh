@@ -7,7 +7,7 @@
 # (recipe, Dockerfile, .dockerignore, locks, src, …): a second run with nothing changed is a no-op, and
 # older tags of the same image are removed. Exit 3: a tool this needs is missing (the reason on stderr).
 #
-# Why these flags: buildah's storage is vfs (no overlay mounts in this sandbox) and RUN steps use chroot
+# Why these flags: buildah's storage is vfs (needs no overlay or fuse support) and RUN steps use chroot
 # isolation (the OCI runtime fails on this machine's cgroups). The Dockerfiles are used unchanged, through
 # their build args only: BASE_IMAGE (the local base), ROLLOUTS_IMAGE (a local image holding the
 # kubectl-argo-rollouts the e2e harness built), KUBECTL_RELEASE_URL (a file:// mirror of dl.k8s.io's
@@ -18,7 +18,6 @@
 set -euo pipefail
 trap 'echo "build_images.sh: failed at line $LINENO" >&2' ERR
 cd "$(dirname "$0")/.."
-repo=$PWD
 
 S=(--storage-driver vfs)
 SUITE=bookworm
