@@ -40,8 +40,7 @@ def _show(args: argparse.Namespace) -> int:
     console.print(table)
     console.print("Model review: [bold]make mlflow-ui[/] then open http://127.0.0.1:5000")
     console.print(
-        "Compare runs: [bold]make exp[/], [bold]dvc metrics diff main[/], "
-        "[bold]dvc plots diff main[/]",
+        "Compare runs: [bold]make exp[/], [bold]dvc metrics diff main[/], [bold]dvc plots diff main[/]",
         soft_wrap=True,
     )
     return 0
