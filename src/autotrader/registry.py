@@ -191,15 +191,29 @@ def ensure_experiment(params: Params, client: MlflowClient | None = None) -> str
     with mlflow_errors(f"finding experiment {name!r}", uri):
         found = client.get_experiment_by_name(name)
         if found is None:
-            experiment_id = client.create_experiment(name, artifact_location=location)
-            stored = client.get_experiment(experiment_id).artifact_location
-        else:
-            experiment_id, stored = found.experiment_id, found.artifact_location
+            found = _create_experiment(client, name, location)
+        experiment_id, stored = found.experiment_id, found.artifact_location
     db = sqlite_file(uri)
     relative = location is not None and _is_relative(location)
     if db is not None and relative and stored != location and _same_folder(stored, str(location)):
         _store_relative_location(db, experiment_id, str(location))
     return experiment_id
+
+
+def _create_experiment(client: MlflowClient, name: str, location: str | None) -> Any:
+    """Create the experiment; when another process created it first (two trainings starting at once
+    against one server), use theirs: the loser's ``RESOURCE_ALREADY_EXISTS`` is not an error."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_experiment(client.create_experiment(name, artifact_location=location))
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found
 
 
 def _is_relative(location: str) -> bool:
