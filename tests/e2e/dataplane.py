@@ -468,20 +468,35 @@ class MeshRouter:
         self._rng = random.Random(seed)
         self._rr = itertools.count()
         self._lock = threading.Lock()
-        self._cache: tuple[float, dict[str, Any], dict[str, Any]] | None = None
+        self._cache: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._stop = threading.Event()
+        self._refresh()
+        self._thread = threading.Thread(target=self._refresh_loop, daemon=True, name="mesh-router-config")
+        self._thread.start()
+
+    def _refresh(self) -> None:
+        try:
+            objects = (self.plane.api.get(self.vs_path), self.plane.api.get(self.dr_path))
+        except httpx.HTTPError:
+            return  # keep routing on the last config
+        with self._lock:
+            self._cache = objects
+
+    def _refresh_loop(self) -> None:
+        """Like a sidecar, take config updates asynchronously (every 0.25 s): a slow or erroring API server
+        delays an update, never a request (fetching on the request path stalled every instrument's traffic
+        for the API client's 10 s timeout per try)."""
+        while not self._stop.wait(0.25):
+            self._refresh()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
 
     def _objects(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """The routing config, refreshed every 0.25 s. Like a sidecar, keep routing on the last config
-        when the control plane does not answer (a slow API server must not stop the traffic)."""
-        now = time.monotonic()
+        """The last routing config seen (None before the first answer)."""
         with self._lock:
-            if self._cache is None or now - self._cache[0] > 0.25:
-                try:
-                    self._cache = (now, self.plane.api.get(self.vs_path), self.plane.api.get(self.dr_path))
-                except httpx.HTTPError:
-                    if self._cache is None:
-                        return None
-            return self._cache[1], self._cache[2]
+            return self._cache
 
     def route(self, key: str) -> tuple[str, str | None]:
         """(subset, URL) for a request carrying ``x-autotrader-instrument: key``; URL None = 503 no upstream."""

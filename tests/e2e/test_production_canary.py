@@ -45,7 +45,7 @@ def production(
     env = Environment(
         "production", "e2e/overlays/production", cluster, prometheus, tracking_uri, e2e_dir / "production"
     )
-    driver = None
+    driver = router = None
     try:
         env.promote(GOOD)
         env.sync()
@@ -67,6 +67,8 @@ def production(
     finally:
         if driver is not None:
             driver.stop()
+        if router is not None:
+            router.close()
         env.close()
 
 
@@ -257,9 +259,12 @@ def test_first_sync_of_a_release_never_leaves_unrouted_instruments(production: E
     """Between scenarios, every instrument's requests land on a server (no 503 from a missing subset)."""
     time.sleep(2)
     router = MeshRouter(production.plane, ROLLOUT, ROLLOUT)
-    for inst in INSTRUMENTS:
-        subset, url = router.route(inst.key)
-        assert subset == "stable" and url is not None and re.match(r"http://127\.0\.0\.1:\d+", url)
+    try:
+        for inst in INSTRUMENTS:
+            subset, url = router.route(inst.key)
+            assert subset == "stable" and url is not None and re.match(r"http://127\.0\.0\.1:\d+", url)
+    finally:
+        router.close()
 
 
 def _broken_background_arg(objects: list[dict[str, Any]]) -> str:
