@@ -300,6 +300,9 @@ def test_bad_bars_are_422s_naming_the_rule_and_change_no_state(sim: Project) -> 
         client_for(sim.root / "models" / "model") as fresh,
     ):
         assert client.app.state.loader.wait(60) and fresh.app.state.loader.wait(60)
+        for loaded in (client, fresh):  # finished either way: say why when a load failed
+            state = loaded.app.state.loader.state
+            assert state.status == "ready", state.reason
         assert client.post("/predict/bars", json={"bars": first}).status_code == 200
         assert fresh.post("/predict/bars", json={"bars": first}).status_code == 200
         before = online_state(client)
