@@ -302,6 +302,11 @@ class Cluster:
                 f"--kubeconfig={self.kubeconfig}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                # the node's heartbeat is a Lease renewed every 10 s, as a kubelet's: without one the node
+                # lifecycle controller marks the node NotReady after its grace period (50 s), marks every
+                # pod NotReady, and the Rollout controller, seeing no available canary, removes the
+                # header route for good (trafficrouting.go: RemoveManagedRoutes)
+                "--node-lease-duration-seconds=40",
                 "--cidr=10.244.0.0/16",
                 "--node-ip=10.0.0.10",
                 f"--server-address=127.0.0.1:{free_port()}",
@@ -338,6 +343,11 @@ class Cluster:
             )
 
         wait_for(node_ready, 60, "kwok node Ready")
+        wait_for(
+            lambda: self.api.find(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{NODE}"),
+            60,
+            "kwok renewing the node's heartbeat Lease",
+        )
 
     def _install_crds(self) -> None:
         schemas = find_schema_dir(REPO)

@@ -70,6 +70,7 @@ class Environment:
         self._create_namespace()
         files = copy_into({"/etc/autotrader/params.yaml": self.repo / "params.yaml"}, workdir / "image")
         self.plane = DataPlane(cluster, self.namespace, workdir / "plane", prometheus, files).start()
+        self.traffic: Any = None  # the TrafficDriver, once a test drives traffic (for diagnose())
 
     # --- set-up ------------------------------------------------------------------------------------------
 
@@ -227,7 +228,76 @@ class Environment:
         except TimeoutError as exc:
             status = self.rollout().get("status", {})
             events = "\n  ".join(self.cluster.events(self.namespace, ROLLOUT)[-15:])
-            raise AssertionError(f"{exc}\nstatus: {json.dumps(status)[:3000]}\nevents:\n  {events}") from exc
+            raise AssertionError(
+                f"{exc}\nstatus: {json.dumps(status)[:3000]}\nevents:\n  {events}\n"
+                f"{self.diagnose(status.get('currentPodHash'))}"
+            ) from exc
+
+    def diagnose(self, pod_hash: str | None) -> str:
+        """What a person on call would look at when a rollout is stuck: every measurement of the pod hash's
+        AnalysisRuns, what Prometheus holds for its pods (scrape health, request counts), the data plane's
+        servers and errors, and where the traffic went."""
+        lines: list[str] = []
+        try:
+            for run in self.analysis_runs(pod_hash) if pod_hash else []:
+                lines.append(f"AnalysisRun {run['metadata']['name']}: {run.get('status', {}).get('phase')}")
+                for metric in run.get("status", {}).get("metricResults") or []:
+                    for m in metric.get("measurements") or []:
+                        lines.append(
+                            f"  {metric['name']} {m.get('startedAt')} {m.get('phase')} "
+                            f"value={m.get('value')} {m.get('message') or ''}".rstrip()
+                        )
+        except Exception as exc:  # a diagnosis never hides the failure it describes
+            lines.append(f"AnalysisRuns unreadable: {exc}")
+        try:
+            import httpx
+
+            targets = httpx.get(f"{self.prometheus.url}/api/v1/targets", timeout=5).json()["data"]
+            for t in targets.get("activeTargets", []):
+                labels = t.get("labels", {})
+                lines.append(
+                    f"target {labels.get('pod')} hash={labels.get('rollouts_pod_template_hash')} "
+                    f"health={t.get('health')} lastScrape={t.get('lastScrape')} "
+                    f"duration={t.get('lastScrapeDuration')} error={t.get('lastError')!r}"
+                )
+            from autotrader.rehearsal.analysis import query_prometheus
+
+            if pod_hash:
+                for what in ("autotrader_requests_total", "autotrader_strategy_returns_total"):
+                    found = query_prometheus(
+                        self.prometheus.url,
+                        f'sum by (route) ({what}{{rollouts_pod_template_hash="{pod_hash}"}})',
+                    )
+                    lines.append(f"prometheus {what}{{hash={pod_hash}}}: {found}")
+        except Exception as exc:
+            lines.append(f"Prometheus unreadable: {exc}")
+        try:
+            route = route_state(self.virtual_service())
+            lines.append(
+                f"VirtualService now: header route {route.header_regex!r}, weights {route.stable}/{route.canary}"
+            )
+            for pod in self.cluster.api.items(f"/api/v1/namespaces/{self.namespace}/pods"):
+                ready = [c for c in pod["status"].get("conditions") or [] if c["type"] == "Ready"]
+                lines.append(
+                    f"pod {pod['metadata']['name']} Ready={ready[0]['status'] if ready else None} "
+                    f"since {ready[0].get('lastTransitionTime') if ready else None}"
+                )
+            events = self.cluster.api.items(f"/api/v1/namespaces/{self.namespace}/events")
+            node_not_ready = sum(1 for e in events if e.get("reason") == "NodeNotReady")
+            lines.append(f"NodeNotReady events on pods (the node missed its heartbeat): {node_not_ready}")
+        except Exception as exc:
+            lines.append(f"API unreadable: {exc}")
+        with self.plane._lock:
+            for server in self.plane.servers.values():
+                lines.append(
+                    f"server {server.name} hash={server.labels.get('rollouts-pod-template-hash')} "
+                    f"ready={server.ready} exit={server.proc.poll()} port={server.port}"
+                )
+        lines += [f"plane error: {e}" for e in self.plane.errors[-10:]]
+        if self.traffic is not None:
+            lines.append(f"traffic by path, target and status: {json.dumps(self.traffic.by_path())}")
+            lines.append(f"instruments out of bars (client stopped): {self.traffic.exhausted}")
+        return "diagnosis:\n  " + "\n  ".join(lines)
 
     def wait_healthy_on(self, version: str, timeout: float = 300) -> dict[str, Any]:
         """Healthy, fully promoted, and the stable ReplicaSet's ready servers all run ``version``."""

@@ -61,8 +61,11 @@ def production(
             tick_s=0.1,
             bars_per_request=8,
             bars_in=sorted(CANARY_INSTRUMENTS),
-            days=365,
+            # 2 years: the FX batch clients (8 bars a request at 10 requests/s) last ~31 min, well past
+            # the module even under CI load (365 days ran out after ~15 min)
+            days=730,
         ).start()
+        env.traffic = driver
         yield env
     finally:
         if driver is not None:
@@ -253,6 +256,9 @@ def test_bad_canary_is_aborted_by_its_analysis_and_rolled_back(
     }
     (report_dir / f"bad-canary-{kind}.json").write_text(json.dumps(record, indent=2))
     assert record["seconds_bad_metric_to_stable"] is not None
+    # the abort is what took the traffic back (abortedAt has 1 s resolution, floored): a route already on
+    # stable before it means something else removed the canary's routes
+    assert record["seconds_abort_to_stable"] is None or record["seconds_abort_to_stable"] >= 0, record
 
 
 def test_first_sync_of_a_release_never_leaves_unrouted_instruments(production: Environment) -> None:

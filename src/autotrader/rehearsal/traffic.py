@@ -165,6 +165,7 @@ class TrafficDriver:
         self.stats: Counter[tuple[str, str, int]] = Counter()  # (target, scenario, status)
         self.paths: Counter[tuple[str, str, int]] = Counter()  # (target, path, status)
         self.scenario = "warmup"
+        self.exhausted: list[str] = []  # instruments whose market ran out of bars (their client stopped)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -232,6 +233,8 @@ class TrafficDriver:
                 try:
                     path, body = self._request(feed)
                 except DeployError:
+                    with self._lock:
+                        self.exhausted.append(key)
                     return
                 if url is None:
                     status = 503  # what Envoy answers with no healthy upstream; no server saw it
