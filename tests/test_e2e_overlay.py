@@ -24,7 +24,7 @@ def test_production_keeps_its_real_durations() -> None:
     counts = {}
     for template in _by_kind(objects, "AnalysisTemplate"):
         for metric in template["spec"]["metrics"]:
-            assert metric["interval"] == "5m"
+            assert metric["interval"] == metric["initialDelay"] == "5m"
             assert metric["provider"]["prometheus"]["address"].startswith(
                 "http://prometheus-operated.monitoring"
             )
@@ -45,7 +45,7 @@ def _normalised(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for obj in out:
         if obj["kind"] == "AnalysisTemplate":
             for metric in obj["spec"]["metrics"]:
-                metric["interval"] = "*"
+                metric["interval"] = metric["initialDelay"] = "*"
                 metric["provider"]["prometheus"]["address"] = "*"
                 if "count" in metric:
                     metric["count"] = "*"
@@ -65,4 +65,5 @@ def test_the_e2e_overlay_differs_from_production_only_in_durations_replicas_and_
     assert [
         s["pause"]["duration"] for s in rollout["spec"]["strategy"]["canary"]["steps"] if "pause" in s
     ] == ["10s"]
-    assert {m["interval"] for t in _by_kind(e2e, "AnalysisTemplate") for m in t["spec"]["metrics"]} == {"5s"}
+    metrics = [m for t in _by_kind(e2e, "AnalysisTemplate") for m in t["spec"]["metrics"]]
+    assert {(m["interval"], m["initialDelay"]) for m in metrics} == {("5s", "5s")}

@@ -295,7 +295,14 @@ def test_production_canary_steps(rendered) -> None:
 def _minutes(spec) -> float:
     from autotrader.rehearsal.rehearse import parse_duration
 
-    return max(parse_duration(m.interval) * (m.count or math.inf) for m in spec.metrics) / 60
+    # the first measurement after initialDelay, then one per interval: count N lasts delay + (N-1) × interval
+    return (
+        max(
+            parse_duration(m.initial_delay) + parse_duration(m.interval) * ((m.count or math.inf) - 1)
+            for m in spec.metrics
+        )
+        / 60
+    )
 
 
 def test_canary_and_stable_are_told_apart_by_pod_template_hash(rendered) -> None:
@@ -338,6 +345,9 @@ def test_every_analysis_metric_is_inconclusive_without_data_and_errors_count(ren
             assert assess(metric["successCondition"], metric["failureCondition"], empty) == "Inconclusive"
         assert metric["consecutiveErrorLimit"] <= 2
         assert metric["interval"] == "5m" and int(metric["failureLimit"]) >= 1
+        # the first measurement waits for one interval of the step's own traffic (never a wasted
+        # Inconclusive at the start)
+        assert metric["initialDelay"] == metric["interval"]
     thresholds = {
         "error-rate": ([0.0099], [0.01]),
         "latency-p99": ([0.199], [0.2]),

@@ -94,8 +94,8 @@ def test_prometheus_unreachable_is_an_error_that_cannot_promote() -> None:
     plan = rh.RolloutPlan.from_objects(rh.render(OVERLAY))
     run = rh.start_run("background", plan.background, {"Latest": "c", "Stable": "s"}, SCALE, 10, 0.0)
     dead = f"http://127.0.0.1:{rh.free_port()}"
-    for step in range(3):
-        measured = run.measure_due(dead, step * 3.0)
+    for _ in range(3):
+        measured = run.measure_due(dead, run.next_due_s())
         assert {m.phase for m in measured} == {"Error"}
         assert "unreachable" in measured[0].message
     assert run.phase == "Error"  # 3 errors in a row > consecutiveErrorLimit 2
@@ -152,7 +152,10 @@ def test_no_traffic_is_inconclusive_never_a_pass(rehearsal) -> None:
     run = rh.start_run(
         "background", plan.background, {"Latest": "nobody", "Stable": rehearsal.stable_hash}, SCALE, 4, 0
     )
-    measured = run.measure_due(rehearsal.prometheus.url, 0.0)
+    assert run.measure_due(rehearsal.prometheus.url, 0.0) == []  # initialDelay: nothing judged at once
+    due = run.next_due_s()
+    assert due == pytest.approx(SCALE.seconds("5m"))
+    measured = run.measure_due(rehearsal.prometheus.url, due)
     assert {m.phase for m in measured} == {"Inconclusive"}
     assert run.running  # within inconclusiveLimit: the run waits, it does not pass
 
@@ -167,8 +170,10 @@ def test_good_canary_passes_every_step(rehearsal) -> None:
     assert "canary gets ['binance/BTCUSDT', 'oanda/EUR_USD']" in details
     for weight in (25, 50, 100):
         assert f"setWeight {weight}" in details
-    first = [m for m in result.measurements if m.at_s < 1.0]
-    assert first and all(m.phase == "Inconclusive" for m in first)  # no canary traffic yet
+    # initialDelay: the first measurement waits one interval, so it judges the header route's own traffic
+    # instead of spending an Inconclusive on a canary that has served nothing yet
+    first_at = min(m.at_s for m in result.measurements)
+    assert first_at >= SCALE.seconds("5m") - 0.1, first_at
     judged = {m.metric for m in result.measurements if m.phase == "Successful"}
     assert judged == {"error-rate", "latency-p99", "sharpe-not-negative", "sharpe-vs-stable"}
     traffic = result.traffic["good"]

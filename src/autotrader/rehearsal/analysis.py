@@ -88,6 +88,7 @@ class MetricSpec:
     query: str
     interval: str
     count: int | None
+    initial_delay: str
     failure_limit: int
     inconclusive_limit: int
     consecutive_error_limit: int
@@ -107,6 +108,7 @@ class MetricSpec:
             query=prometheus["query"],
             interval=str(metric.get("interval", "0s")),
             count=None if count is None or int(count) <= 0 else int(count),
+            initial_delay=str(metric.get("initialDelay", "0s")),
             failure_limit=_limit(metric.get("failureLimit"), 0),
             inconclusive_limit=_limit(metric.get("inconclusiveLimit"), 0),
             consecutive_error_limit=_limit(metric.get("consecutiveErrorLimit"), 4),
@@ -247,13 +249,14 @@ class MetricRun:
     interval_s: float
     cap: int
     started_s: float
+    delay_s: float = 0.0  # initialDelay: the first measurement waits this long after the run starts
     measurements: list[Measurement] = field(default_factory=list)
     phase: str = "Running"
     consecutive_errors: int = 0
 
     @property
     def next_due_s(self) -> float:
-        return self.started_s + len(self.measurements) * self.interval_s
+        return self.started_s + self.delay_s + len(self.measurements) * self.interval_s
 
     def tally(self, phase: str) -> int:
         return sum(1 for m in self.measurements if m.phase == phase)
@@ -340,5 +343,6 @@ def start_run(
 
         query = scale.compress_query(_ARG.sub(value, metric.query))
         interval = scale.seconds(metric.interval) if parse_duration(metric.interval) > 0 else math.inf
-        metrics.append(MetricRun(metric, query, interval, cap, started_s))
+        delay = scale.seconds(metric.initial_delay) if parse_duration(metric.initial_delay) > 0 else 0.0
+        metrics.append(MetricRun(metric, query, interval, cap, started_s, delay_s=delay))
     return AnalysisRun(name, metrics)
