@@ -91,6 +91,28 @@ class Project:
         return self.run(str(BIN / "python"), f"stages/{name}.py", check=check, env=env)
 
 
+# The small pipeline the slow end-to-end tests build (2 instruments, 30 days, one candidate) with gates
+# that always pass: tests that need a registered model, not a judgement of it.
+SMALL_PIPELINE: dict[str, object] = {
+    "data.lookback_days": 30,
+    "data.instruments": [
+        {"broker": "binance", "symbol": "BTCUSDT"},
+        {"broker": "oanda", "symbol": "EUR_USD"},
+    ],
+    "train.lookback_days": 25,
+    "train.test_days": 3,
+    "train.oos_windows": 2,
+    "train.bootstrap_samples": 100,
+    "train.cv_folds": 2,
+    "train.candidates": ["logreg"],
+    "gates.min_sharpe": -100.0,
+    "gates.max_drawdown": 1.0,
+    "gates.min_win_rate": 0.0,
+    "gates.min_trades": 0,
+    "gates.min_dsr": 0.0,
+}
+
+
 def make_project(dest: Path, with_dvc: bool = True) -> Project:
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):

@@ -38,32 +38,13 @@ import yaml
 from autotrader.faults import FAULT_ENV, POINTS
 from autotrader.orchestration.plan import load_dvc_stages
 
-from .conftest import BIN, Project, make_project, tool_env, tree_hashes
+from .conftest import BIN, SMALL_PIPELINE, Project, make_project, tool_env, tree_hashes
 
 pytestmark = [pytest.mark.xdist_group("data-safety"), pytest.mark.slow]
 
 # A small pipeline: two instruments, 30 days, one logistic candidate, lenient gates (this is about
 # data safety, not model quality; the gates still run).
-SMALL = {
-    "data.lookback_days": 30,
-    "data.instruments": [
-        {"broker": "binance", "symbol": "BTCUSDT"},
-        {"broker": "oanda", "symbol": "EUR_USD"},
-    ],
-    "train.lookback_days": 25,
-    "train.test_days": 3,
-    "train.oos_windows": 2,
-    "train.bootstrap_samples": 100,
-    "train.cv_folds": 2,
-    "train.candidates": ["logreg"],
-    "gates.min_sharpe": -100.0,
-    "gates.max_drawdown": 1.0,
-    "gates.min_win_rate": 0.0,
-    "gates.min_trades": 0,
-    "gates.min_dsr": 0.0,
-    "health.reference_days": 5,
-    "health.current_days": 1,
-}
+SMALL = {**SMALL_PIPELINE, "health.reference_days": 5, "health.current_days": 1}
 PROTECTED = {
     "extract": "data/raw",
     "features": "data/features",

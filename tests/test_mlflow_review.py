@@ -34,7 +34,7 @@ from autotrader.modeling.tracking import (
 from autotrader.modeling.trials import FIT_PENDING, FIT_STARTED, FIT_TAG, MODEL_TAG, STAGE_TAG, count_trials
 from autotrader.params import MlflowParams, Params
 
-from .conftest import BIN, Project, make_project, tool_env
+from .conftest import BIN, SMALL_PIPELINE, Project, make_project, tool_env
 
 pytestmark = [
     pytest.mark.xdist_group("mlflow-review"),
@@ -43,30 +43,12 @@ pytestmark = [
 ]
 
 MODEL_NAME = "autotrader-signal"
-SMALL = {
-    "data.lookback_days": 30,
-    "data.instruments": [
-        {"broker": "binance", "symbol": "BTCUSDT"},
-        {"broker": "oanda", "symbol": "EUR_USD"},
-    ],
-    "train.lookback_days": 25,
-    "train.test_days": 3,
-    "train.oos_windows": 2,
-    "train.bootstrap_samples": 100,
-    "train.cv_folds": 2,
-    "train.candidates": ["logreg"],
-    "gates.min_sharpe": -100.0,
-    "gates.max_drawdown": 1.0,
-    "gates.min_win_rate": 0.0,
-    "gates.min_trades": 0,
-    "gates.min_dsr": 0.0,
-}
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
     project = make_project(tmp_path_factory.mktemp("mlflow-review") / "project")
-    project.set_params(**SMALL)
+    project.set_params(**SMALL_PIPELINE)
     project.dvc("repro", "promote", timeout=1200)
     return project
 
