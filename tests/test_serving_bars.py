@@ -348,3 +348,96 @@ def test_feature_params_come_from_the_environment_as_a_json_object() -> None:
     for bad in ("[1]", "{rsi_window: 10}"):
         with pytest.raises(ConfigError, match="FEATURE_PARAMS"):
             ServerConfig.from_env({"MODEL_URI": "models/model", "FEATURE_PARAMS": bad})
+
+
+# --- the columns form (bar_columns.py): the same bars, one list per column --------------------------------
+
+
+def as_windows(rows: list[dict[str, Any]], offset_for: str | None = None) -> list[dict[str, Any]]:
+    """Rows → the columns form, one window per instrument in first-seen order. Timestamps of the
+    instrument ``offset_for`` are written as ``+00:00`` (the per-bar parse), the rest as ``Z``."""
+    windows: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["broker"], row["symbol"])
+        window = windows.setdefault(
+            key,
+            {"broker": key[0], "symbol": key[1], "timestamp": []}
+            | {c: [] for c in ("open", "high", "low", "close", "volume", "spread")},
+        )
+        stamp = row["timestamp"]
+        if "/".join(key) != offset_for:
+            stamp = stamp.replace("+00:00", "Z")
+        window["timestamp"].append(stamp)
+        for c in ("open", "high", "low", "close", "volume", "spread"):
+            window[c].append(row[c])
+    return list(windows.values())
+
+
+def test_the_columns_form_answers_as_the_rows_form_bit_for_bit(sim: Project) -> None:
+    """The last 40 bars of every instrument, one request per timestamp holding all instruments: two
+    servers, one sent rows and one sent columns, give identical answers (signals, features, scoring)."""
+    raws = raw_bars(sim)
+    need = read_metadata(sim.root / "data" / "features")["warmup_bars"] + 1
+    keys = sorted(raws)
+    with (
+        client_for(sim.root / "models" / "model") as by_rows,
+        client_for(sim.root / "models" / "model") as by_columns,
+    ):
+        assert by_rows.app.state.loader.wait(60) and by_columns.app.state.loader.wait(60)
+        stamps = sorted(set(raws[keys[0]]["timestamp"].tail(40)))
+        compared = 0
+        for stamp in stamps:
+            rows: list[dict[str, Any]] = []
+            for key in keys:
+                upto = raws[key][raws[key]["timestamp"] <= stamp].tail(need)
+                if len(upto) == need and upto["timestamp"].iloc[-1] == stamp:
+                    rows.extend(bar_rows(upto))
+            windows = as_windows(rows, offset_for="/".join(keys[-1]))
+            a = by_rows.post("/predict/bars", json={"bars": rows, "return_features": True})
+            b = by_columns.post("/predict/bars", json={"windows": windows, "return_features": True})
+            assert a.status_code == b.status_code == 200, (a.text, b.text)
+            assert a.json() == b.json()
+            compared += len(a.json()["predictions"])
+        assert compared >= 40
+        assert online_state(by_rows) == online_state(by_columns)
+
+
+def test_bad_columns_are_422s_naming_the_column_or_rule(sim: Project) -> None:
+    good = good_window(sim)
+    [window] = as_windows(good)
+    n = len(good)
+    inverted = {**window, "high": [*window["high"][:-1], window["low"][-1] * 0.999]}
+    short = {**window, "volume": window["volume"][:-1]}
+    naive = {**window, "timestamp": [*window["timestamp"][:-1], window["timestamp"][-1][:19]]}
+    garbled = {**window, "timestamp": [*window["timestamp"][:-1], "2026-13-01T00:00:00Z"]}
+    boolean = {**window, "open": [True, *window["open"][1:]]}
+    cases: list[tuple[dict[str, Any], int, list[str]]] = [
+        ({"windows": [inverted]}, 422, ["rule high_ge_low", f"windows[0] bar {n - 1}", "binance/BTCUSDT"]),
+        ({"windows": [short]}, 422, ["column volume has", f"for {n} timestamps"]),
+        ({"windows": [naive]}, 422, [f"windows[0].timestamp[{n - 1}]", "timezone"]),
+        ({"windows": [garbled]}, 422, [f"windows[0].timestamp[{n - 1}]", "not an ISO 8601 time"]),
+        ({"windows": [boolean]}, 422, ["windows[0].open[0]", "valid number"]),
+        ({"windows": [window, window]}, 422, ["already has windows[0]"]),
+        ({"windows": [window], "bars": good}, 422, ["either bars", "or windows"]),
+        ({"windows": []}, 422, ["windows is empty"]),
+        (
+            {
+                "windows": [
+                    {**window, "timestamp": window["timestamp"][1:]}
+                    | {c: window[c][1:] for c in ("open", "high", "low", "close", "volume", "spread")}
+                ]
+            },
+            422,
+            [f"need {n} per instrument"],
+        ),
+    ]
+    with client_for(sim.root / "models" / "model") as client:
+        assert client.app.state.loader.wait(60)
+        before = online_state(client)
+        for body, status, words in cases:
+            answer = client.post("/predict/bars", json=body)
+            assert answer.status_code == status, (words, answer.text)
+            for word in words:
+                assert word in answer.text, (word, answer.text)
+        assert online_state(client) == before, "a rejected window changed the online state"
+        assert client.post("/predict/bars", json={"windows": [window]}).status_code == 200

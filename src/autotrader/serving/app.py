@@ -404,9 +404,10 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         },
     )
     async def predict_bars(request: Request) -> Response:
-        """``{"bars": [{timestamp, broker, symbol, open, high, low, close, volume, spread}, ...]}`` → signals.
+        """``{"bars": [{timestamp, broker, symbol, open, high, low, close, volume, spread}, ...]}`` → signals;
+        or the same bars as columns: ``{"windows": [{broker, symbol, timestamp: [...], open: [...], ...}]}``.
 
-        Each instrument's bars oldest first: the newest and the warm-up before it (bars.py)."""
+        Each instrument's bars oldest first: the newest and the warm-up before it (bars.py, bar_columns.py)."""
         try:
             body = await _read_body(request, config.max_body_bytes, config.body_timeout_s)
         except RequestError as exc:

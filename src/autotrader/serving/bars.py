@@ -18,6 +18,10 @@ fingerprint of the server's feature code and the model's input columns. Any disa
 every bars-in request a 409 naming the param (and ``/readyz`` says so); vectors to ``/predict``
 still work.
 
+The bars come as rows (``{"bars": [...]}``, one object per bar) or as columns (``{"windows": [...]}``,
+one list per column per instrument, ``bar_columns.py``: about half the CPU of rows for the same
+window); both become the same ``Window`` arrays and meet the same rules.
+
 Bad bars get the rules that guard the store (``autotrader.validation``'s rule names): a 422 naming
 the rule, the instrument and the bar, before anything is computed or scored.
 """
@@ -32,13 +36,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from autotrader.calendars import profile
 from autotrader.features import compute_last_row, feature_names, fingerprint, warmup_bars
 from autotrader.features.contract import FEATURE_SET_KEY, params_diff, params_hash
 from autotrader.features.spec import BarArrays
 from autotrader.params import Broker, FeatureParams, ValidateParams
+from autotrader.serving.bar_columns import BarWindow, window_arrays
 from autotrader.serving.model import LoadedModel
 from autotrader.serving.schemas import RequestError, _errors, _summary, iso_utc
 
@@ -66,10 +71,19 @@ class Bar(BaseModel):
 
 
 class BarsRequest(BaseModel):
+    """Rows (``bars``: one object per bar) or columns (``windows``: one per instrument, bar_columns.py)."""
+
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    bars: list[Bar]
+    bars: list[Bar] | None = None
+    windows: list[BarWindow] | None = None
     return_features: bool = False  # echo the computed features (parity checks, debugging)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> BarsRequest:
+        if (self.bars is None) == (self.windows is None):
+            raise ValueError("send either bars (one object per bar) or windows (columns per instrument)")
+        return self
 
 
 class FeatureSetError(Exception):
@@ -169,13 +183,20 @@ class Window:
 
     broker: str
     symbol: str
-    index: list[int]  # positions in the request's ``bars`` list, for messages
+    index: Sequence[int]  # positions in the request's ``bars`` list (rows) or in the window (columns)
     stamps_us: np.ndarray  # int64 µs since the epoch (UTC)
     values: dict[str, np.ndarray]  # open, high, low, close, volume, spread (NaN: none given)
+    window: int | None = None  # the position in ``windows`` (columns form); None for rows
 
     @property
     def key(self) -> str:
         return f"{self.broker}/{self.symbol}"
+
+    def loc(self, k: int) -> str:
+        """Where the k-th bar of this window is in the request, for messages."""
+        if self.window is None:
+            return f"bars[{self.index[k]}]"
+        return f"windows[{self.window}] bar {self.index[k]}"
 
 
 @dataclass(frozen=True)
@@ -197,6 +218,24 @@ def parse_bars(body: bytes) -> BarsRequest:
     except ValidationError as exc:
         errors = _errors(exc)
         raise RequestError(422, f"invalid bars request: {_summary(errors)}", errors) from exc
+
+
+def columns(windows: Sequence[BarWindow]) -> list[Window]:
+    """The columns form's windows as arrays; an instrument may have one window only."""
+    out: list[Window] = []
+    seen: dict[str, int] = {}
+    for w, window in enumerate(windows):
+        where = f"windows[{w}]"
+        if window.key in seen:
+            raise RequestError(
+                422,
+                f"{where}: {window.key} already has windows[{seen[window.key]}] (one window per instrument)",
+                [{"loc": where, "instrument": window.key}],
+            )
+        seen[window.key] = w
+        stamps, values = window_arrays(window, where)
+        out.append(Window(window.broker, window.symbol, range(len(stamps)), stamps, values, window=w))
+    return out
 
 
 def group(bars: Sequence[Bar]) -> list[Window]:
@@ -224,8 +263,8 @@ def _refuse(window: Window, k: int, rule: str, what: str) -> RequestError:
     stamp = iso_utc(_EPOCH + timedelta(microseconds=int(window.stamps_us[k])))
     return RequestError(
         422,
-        f"bars[{window.index[k]}] ({window.key} {stamp}) breaks rule {rule}: {what}",
-        [{"loc": f"bars[{window.index[k]}]", "rule": rule, "instrument": window.key, "timestamp": stamp}],
+        f"{window.loc(k)} ({window.key} {stamp}) breaks rule {rule}: {what}",
+        [{"loc": window.loc(k), "rule": rule, "instrument": window.key, "timestamp": stamp}],
     )
 
 
@@ -366,7 +405,7 @@ class BarsService:
             return 409, {"detail": f"bars-in is unavailable for this model: {reason}"}
         try:
             request = parse_bars(body)
-            windows = self._checked(request.bars, fs)
+            windows = self._checked(request, fs)
             matrix = np.stack([features_of(w, fs) for w in windows])
             newest = [self._newest(w) for w in windows]
             inputs = self._inputs(model, fs, matrix, newest)
@@ -382,10 +421,15 @@ class BarsService:
                     }
         return status, payload
 
-    def _checked(self, bars: Sequence[Bar], fs: FeatureSet) -> list[Window]:
-        if not bars:
-            raise RequestError(422, "bars is empty: send each instrument's newest bar and its warm-up")
-        windows = group(bars)
+    def _checked(self, request: BarsRequest, fs: FeatureSet) -> list[Window]:
+        if request.windows is not None:
+            if not request.windows:
+                raise RequestError(422, "windows is empty: send each instrument's newest bar and its warm-up")
+            windows = columns(request.windows)
+        else:
+            if not request.bars:
+                raise RequestError(422, "bars is empty: send each instrument's newest bar and its warm-up")
+            windows = group(request.bars)
         if len(windows) > MAX_INSTRUMENTS:
             raise RequestError(
                 413, f"{len(windows)} instruments exceed the limit of {MAX_INSTRUMENTS} per request"
