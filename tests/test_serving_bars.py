@@ -353,6 +353,9 @@ def test_feature_params_come_from_the_environment_as_a_json_object() -> None:
 # --- the columns form (bar_columns.py): the same bars, one list per column --------------------------------
 
 
+PRICES = ("open", "high", "low", "close", "volume", "spread")
+
+
 def as_windows(rows: list[dict[str, Any]], offset_for: str | None = None) -> list[dict[str, Any]]:
     """Rows → the columns form, one window per instrument in first-seen order. Timestamps of the
     instrument ``offset_for`` are written as ``+00:00`` (the per-bar parse), the rest as ``Z``."""
@@ -361,14 +364,13 @@ def as_windows(rows: list[dict[str, Any]], offset_for: str | None = None) -> lis
         key = (row["broker"], row["symbol"])
         window = windows.setdefault(
             key,
-            {"broker": key[0], "symbol": key[1], "timestamp": []}
-            | {c: [] for c in ("open", "high", "low", "close", "volume", "spread")},
+            {"broker": key[0], "symbol": key[1], "timestamp": []} | {c: [] for c in PRICES},
         )
         stamp = row["timestamp"]
         if "/".join(key) != offset_for:
             stamp = stamp.replace("+00:00", "Z")
         window["timestamp"].append(stamp)
-        for c in ("open", "high", "low", "close", "volume", "spread"):
+        for c in PRICES:
             window[c].append(row[c])
     return list(windows.values())
 
@@ -420,11 +422,11 @@ def test_bad_columns_are_422s_naming_the_column_or_rule(sim: Project) -> None:
         ({"windows": [window, window]}, 422, ["already has windows[0]"]),
         ({"windows": [window], "bars": good}, 422, ["either bars", "or windows"]),
         ({"windows": []}, 422, ["windows is empty"]),
+        ({"windows": [{**window} | {c: [] for c in ("timestamp", *PRICES)}]}, 422, ["windows[0]", "no bars"]),
         (
             {
                 "windows": [
-                    {**window, "timestamp": window["timestamp"][1:]}
-                    | {c: window[c][1:] for c in ("open", "high", "low", "close", "volume", "spread")}
+                    {**window, "timestamp": window["timestamp"][1:]} | {c: window[c][1:] for c in PRICES}
                 ]
             },
             422,

@@ -85,6 +85,12 @@ def stamps_us(texts: Sequence[str], where: str) -> np.ndarray:
 def window_arrays(window: BarWindow, where: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(timestamps in µs, the price columns as float64 arrays; spread NaN where none was given)."""
     n = len(window.timestamp)
+    if n == 0:
+        raise RequestError(
+            422,
+            f"{where} ({window.key}): no bars; send the newest bar and its warm-up, oldest first",
+            [{"loc": f"{where}.timestamp", "instrument": window.key, "bars": 0}],
+        )
     columns: dict[str, Sequence[float | None]] = {c: getattr(window, c) for c in PRICE_COLUMNS}
     columns["spread"] = window.spread if window.spread is not None else [None] * n
     for name, column in columns.items():
