@@ -29,7 +29,7 @@ ROOT_MODEL = "Params"
 
 # Imported by (nearly) every stage but unable to change what a stage computes, so dvc.yaml need not
 # list them: console output, exception classes, test-only fault injection, the atomic-write mechanism,
-# the JSON-read-with-a-hint mechanism, the package marker. params.py is tracked per key through each
+# the JSON-read-with-a-hint mechanism, garbage-collector timing (heap.py), the package marker. params.py is tracked per key through each
 # stage's `params:` instead.
 PLUMBING = {
     "src/autotrader/__init__.py",
@@ -38,6 +38,7 @@ PLUMBING = {
     "src/autotrader/faults.py",
     "src/autotrader/atomic.py",
     "src/autotrader/jsonfiles.py",
+    "src/autotrader/heap.py",
     "src/autotrader/params.py",
 }
 

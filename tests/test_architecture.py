@@ -16,7 +16,7 @@ SRC = REPO / "src" / "autotrader"
 # foundation (layer 0) and anything in a lower layer, never a higher one or a sibling part.
 LAYERS: dict[str, int] = {
     "errors": 0, "atomic": 0, "console": 0, "params": 0, "schema": 0, "calendars": 0, "faults": 0, "journal": 0,
-    "metrics_files": 0, "processes": 0, "jsonfiles": 0,
+    "metrics_files": 0, "processes": 0, "jsonfiles": 0, "heap": 0,
     "sources": 1, "rawstore": 1,
     "validation": 2, "features": 2,
     "store": 3, "archive": 3, "datarollback": 3,

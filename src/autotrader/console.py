@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from autotrader.errors import AutoTraderError
+from autotrader.heap import skip_exit_collections
 
 console = Console(stderr=True, highlight=False)
 
@@ -44,5 +45,8 @@ def run_guarded(main: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
 
 
 def stage_main(main: Callable[[], Any]) -> None:
-    """Entry point for ``stages/*.py``: exit with the stage's code."""
-    sys.exit(run_guarded(main))
+    """Entry point for ``stages/*.py``: exit with the stage's code, without shutdown's collections
+    (``heap.skip_exit_collections``: 0.7 s of the validate stage)."""
+    code = run_guarded(main)
+    skip_exit_collections()
+    sys.exit(code)

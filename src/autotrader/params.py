@@ -239,6 +239,8 @@ class ValidateParams(_Strict):
     max_spread_ratio: float = Field(gt=0)  # spread / close beyond this is a unit error
     market_hours_grace: str  # a bar may lie this far outside a calendar session
     severity: ValidateSeverity
+    processes: int = Field(ge=1)  # processes that validate at once (validation/helper.py)
+    parallel_min_mb: float = Field(ge=0)  # below this much raw Parquet, one process validates alone
 
     @field_validator("market_hours_grace")
     @classmethod

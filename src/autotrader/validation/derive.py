@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from autotrader.calendars import bar_index, expected_bars_per_session, schedule
+from autotrader.params import DataParams
 from autotrader.schema import NUMERIC_COLUMNS
 
 # The checks table's columns, split between the ``checks`` suite and the narrow ``feed`` suite. Derived
@@ -37,6 +38,26 @@ FEED_COLUMNS: tuple[str, ...] = (
 # σ of a normal distribution from its median absolute deviation.
 MAD_TO_SIGMA = 1.4826
 UTC_DTYPE = "datetime64[ns, UTC]"
+
+
+@dataclass(frozen=True)
+class Window:
+    """The clipped window [start, end) whose calendar the bars are held to."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    interval: pd.Timedelta
+    clip_to_data: bool  # data.end == "now": the newest bar ends the window (freshness is health's job)
+
+    @classmethod
+    def from_params(cls, data: DataParams) -> Window:
+        return cls(data.start_ts(), data.end_ts(), data.interval_td, clip_to_data=data.end == "now")
+
+    def end_for(self, timestamps: pd.Series) -> pd.Timestamp:
+        newest = timestamps.max()
+        if self.clip_to_data and pd.notna(newest):
+            return min(self.end, newest + self.interval)
+        return self.end
 
 
 def lenient_utc(column: pd.Series | None, rows: int) -> pd.Series:

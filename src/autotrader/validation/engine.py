@@ -3,13 +3,18 @@
 Ephemeral (in memory) because creating it costs milliseconds and leaves nothing behind; the only
 thing written is the Data Docs site, into a folder the caller chooses. Progress bars and analytics
 are off: progress is ours (rich), and nothing leaves the machine.
+
+A helper process (``validation.helper``) validates a share of the instruments in a context of its
+own; ``export`` hands its suites and results over and ``adopt`` files them in the main context, so
+one Data Docs site shows every instrument as if one process had run them all.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +34,18 @@ SITE = "autotrader"
 RESULT_FORMAT: dict[str, Any] = {"result_format": "BASIC", "partial_unexpected_count": 10}
 
 
+@dataclass(frozen=True)
+class Exported:
+    """Suites (as JSON) and their stored validation results, picklable across processes."""
+
+    suites: list[dict[str, Any]]
+    results: list[tuple[Any, Any]]  # (ValidationResultIdentifier, ExpectationSuiteValidationResult)
+
+
 class GxEngine:
     """Runs suites on pandas frames and keeps their results for one Data Docs build."""
 
-    def __init__(self, run_name: str = "validate") -> None:
+    def __init__(self, run_name: str = "validate", run_time: datetime.datetime | None = None) -> None:
         logging.getLogger("great_expectations").setLevel(logging.ERROR)
         config = DataContextConfig(
             store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
@@ -41,7 +54,10 @@ class GxEngine:
         )
         self.context = gx.get_context(mode="ephemeral", project_config=config)
         self.datasource = self.context.data_sources.add_pandas("raw_bars")
-        self.run_id = RunIdentifier(run_name=run_name, run_time=datetime.datetime.now(datetime.UTC))
+        # One run time for the main process and its helpers: the Data Docs list one run.
+        self.run_id = RunIdentifier(
+            run_name=run_name, run_time=run_time or datetime.datetime.now(datetime.UTC)
+        )
 
     def validate(self, suite_name: str, frame: pd.DataFrame, rules: Sequence[Rule]) -> Any:
         """Validate ``frame`` against a suite of ``rules``; the result is stored for the Data Docs."""
@@ -59,6 +75,24 @@ class GxEngine:
         return definition.run(
             batch_parameters={"dataframe": frame}, result_format=RESULT_FORMAT, run_id=self.run_id
         )
+
+    def export(self, suite_names: Collection[str]) -> Exported:
+        """The named suites and their results, for ``adopt`` in another process's engine."""
+        names = set(suite_names)
+        store = self.context.validation_results_store
+        keys = [k for k in store.list_keys() if k.expectation_suite_identifier.name in names]
+        return Exported(
+            suites=[s.to_json_dict() for s in self.context.suites.all() if s.name in names],
+            results=[(key, store.get(key)) for key in keys],
+        )
+
+    def adopt(self, exported: Exported) -> None:
+        """File another engine's suites and results here, so ``build_docs`` renders them too."""
+        for suite in exported.suites:
+            fields = {k: v for k, v in suite.items() if k != "id"}  # a new id in this context
+            self.context.suites.add(gx.ExpectationSuite(**fields))
+        for key, result in exported.results:
+            self.context.validation_results_store.set(key, result)
 
     def build_docs(self, docs_dir: str | Path) -> Path:
         """Render every stored result (and suite) as a static site in ``docs_dir``; returns its index.html.

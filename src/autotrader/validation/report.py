@@ -15,8 +15,9 @@ import pandas as pd
 
 from autotrader.params import ValidateParams
 from autotrader.schema import BAR_COLUMNS
-from autotrader.validation.rules import FAMILIES
 
+# The rule families, in report order; each has a severity in validate.severity (rules.py has the rules).
+FAMILIES: tuple[str, ...] = ("schema", "completeness", "anomalies", "gaps")
 MAX_LISTED = 200  # gaps and off-calendar bars listed per instrument in the JSON report
 MAX_EXAMPLES = 3  # examples quoted in a one-line message
 # Column-pair rules: the (A, B) GE quotes in partial_unexpected_list.

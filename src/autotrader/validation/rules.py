@@ -27,7 +27,6 @@ from great_expectations.expectations.expectation import Expectation
 from autotrader.params import ValidateParams
 from autotrader.schema import BAR_COLUMNS, NUMERIC_COLUMNS, PRICE_COLUMNS
 
-FAMILIES: tuple[str, ...] = ("schema", "completeness", "anomalies", "gaps")
 TABLES: tuple[str, ...] = ("bars", "checks", "feed", "sessions")
 REQUIRED_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 # Per-value type names GE accepts for a numeric column (numpy dtypes, and Python numbers in object columns).

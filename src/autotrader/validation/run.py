@@ -1,299 +1,37 @@
-"""Validate the raw store: every instrument through its three GE suites, then reports and a summary.
+"""Validate the raw store: every instrument through its four GE suites, then reports and a summary.
 
 ``validate_raw`` judges; ``write_outputs`` writes the evidence (JSON per instrument, Data Docs,
 ``metrics/validation.json``) atomically — on failure too, since the reports are what a person reads
 to fix the data. The stage raises ``ValidationFailed`` with ``ValidationRun.failure_message()``.
+
+Importing this module does not import Great Expectations (~2 s): ``validate_raw`` first starts its
+helper processes (``helper``), then imports GE while they import it too.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
 from autotrader import rawstore
 from autotrader.atomic import atomic_dir, write_json
-from autotrader.calendars import profile
 from autotrader.console import console, progress
-from autotrader.params import DataParams, Params, ValidateParams
-from autotrader.schema import NUMERIC_COLUMNS, empty_bars
-from autotrader.validation.derive import (
-    CHECK_COLUMNS,
-    FEED_COLUMNS,
-    CalendarView,
-    calendar_view,
-    checks_table,
-    lenient_utc,
-    time_order,
-)
-from autotrader.validation.engine import GxEngine
-from autotrader.validation.report import MAX_EXAMPLES, Finding, InstrumentResult, describe
-from autotrader.validation.rules import (
-    FAMILIES,
-    Rule,
-    bars_rules,
-    checks_rules,
-    feed_rules,
-    sessions_rules,
-)
+from autotrader.heap import heavy_import
+from autotrader.params import DataParams, Params
+from autotrader.validation.derive import Window
+from autotrader.validation.helper import helpers, process_count, raw_bytes, share_out
+from autotrader.validation.report import FAMILIES, Finding, InstrumentResult
+
+if TYPE_CHECKING:
+    from autotrader.validation.engine import GxEngine
 
 DOCS_DIR = "data_docs"
-
-
-@dataclass(frozen=True)
-class Window:
-    """The clipped window [start, end) whose calendar the bars are held to."""
-
-    start: pd.Timestamp
-    end: pd.Timestamp
-    interval: pd.Timedelta
-    clip_to_data: bool  # data.end == "now": the newest bar ends the window (freshness is health's job)
-
-    @classmethod
-    def from_params(cls, data: DataParams) -> Window:
-        return cls(data.start_ts(), data.end_ts(), data.interval_td, clip_to_data=data.end == "now")
-
-    def end_for(self, timestamps: pd.Series) -> pd.Timestamp:
-        newest = timestamps.max()
-        if self.clip_to_data and pd.notna(newest):
-            return min(self.end, newest + self.interval)
-        return self.end
-
-
-def _exception_message(result: Any) -> str | None:
-    """GE reports an expectation it could not evaluate in ``exception_info``; that is a failure too."""
-    info = result.exception_info or {}
-    if info.get("raised_exception"):
-        return str(info.get("exception_message"))
-    for value in info.values():
-        if isinstance(value, dict) and value.get("raised_exception"):
-            return str(value.get("exception_message"))
-    return None
-
-
-def _zone(column: pd.Series | None) -> str | None:
-    """A tz-aware column's zone as a person writes it: ``UTC+05:00``, or ``Europe/Berlin (UTC+01:00)``."""
-    if column is None or not isinstance(column.dtype, pd.DatetimeTZDtype):
-        return None
-    values = column.dropna()
-    offset = values.iloc[0].utcoffset() if len(values) else None
-    if offset is None:
-        return str(column.dt.tz)
-    minutes = int(offset.total_seconds() // 60)
-    text = f"UTC{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-    name = str(column.dt.tz)
-    return f"{name} ({text})" if "/" in name else text
-
-
-def _at(checks: pd.DataFrame, rows: pd.Index, text: Any) -> list[str]:
-    """``"<what> at <time>"`` for the first few ``rows``; ``text(row)`` says what."""
-    out = []
-    for row in rows[:MAX_EXAMPLES]:
-        ts = checks.at[row, "timestamp"]
-        out.append(f"{text(row)} at {ts.isoformat() if pd.notna(ts) else 'no time'}")
-    return out
-
-
-def _runs(checks: pd.DataFrame, column: str, bars: int, order: Any) -> tuple[list[str], int, int]:
-    """The runs a run-length column flags (≥ ``bars``), in time order: examples, run count, bar count."""
-    lengths = checks[column].to_numpy()[order]
-    flagged = lengths >= bars
-    if not bars or not flagged.any():
-        return [], 0, 0
-    total_bars = int(flagged.sum())
-    total_runs = round(float((1.0 / lengths[flagged]).sum()))  # each run of L rows adds L × 1/L
-    listed: list[str] = []
-    pos = int(np.flatnonzero(flagged)[0])
-    while pos < lengths.size and len(listed) < MAX_EXAMPLES:
-        if not flagged[pos]:
-            pos += 1
-            continue
-        length = int(lengths[pos])
-        first, last = checks.iloc[order[pos]], checks.iloc[order[pos + length - 1]]
-        ohlc = ", ".join(f"{first[c]:.6g}" for c in ("open", "high", "low", "close"))
-        listed.append(
-            f"{first['timestamp'].isoformat()}→{last['timestamp'].isoformat()} ({length} bars, OHLC {ohlc}, "
-            f"volume {first['volume']:.6g})"
-        )
-        pos += length
-    return listed, total_runs, total_bars
-
-
-def _fault_context(
-    checks: pd.DataFrame, params: ValidateParams, asset_class: str, end: pd.Timestamp
-) -> dict[str, Any]:
-    """Examples for the non-finite, magnitude, spread, future, market-hours, grid and frozen-feed rules."""
-    numbers = checks[list(NUMERIC_COLUMNS)]
-    context: dict[str, Any] = {"window_end": end.isoformat(), "asset_class": asset_class}
-
-    def cells(mask: pd.DataFrame) -> list[str]:
-        rows = mask.index[mask.any(axis=1)]
-        return _at(
-            checks,
-            rows,
-            lambda r: ", ".join(f"{c}={numbers.at[r, c]:.6g}" for c in NUMERIC_COLUMNS if mask.at[r, c]),
-        )
-
-    bad = checks["non_finite"].to_numpy() > 0
-    context["non_finite"] = cells(numbers[bad].apply(np.isinf)) if bad.any() else []
-    bad = checks["magnitude"].to_numpy() > params.max_abs_value
-    context["absurd"] = (
-        cells(numbers[bad].abs().gt(params.max_abs_value) & np.isfinite(numbers[bad])) if bad.any() else []
-    )
-    rows = checks.index[checks["spread_ratio"].to_numpy() > params.max_spread_ratio]
-    context["wide_spread"] = _at(
-        checks,
-        rows,
-        lambda r: (
-            f"spread {checks.at[r, 'spread']:.6g} = {checks.at[r, 'spread_ratio']:.3g} × close "
-            f"{checks.at[r, 'close']:.6g}"
-        ),
-    )
-    rows = checks.index[~checks["before_end"].to_numpy()]
-    context["future"] = _at(checks, rows, lambda r: "bar")
-    grace = params.grace_td.total_seconds()
-    rows = checks.index[checks["outside_session_s"].to_numpy() > grace]
-    context["closed"] = _at(
-        checks,
-        rows,
-        lambda r: (
-            f"{pd.Timedelta(seconds=float(checks.at[r, 'outside_session_s']))} outside a session,"
-            f" a {checks.at[r, 'timestamp'].day_name()},"
-        ),
-    )
-    context["off_grid"] = [
-        t.isoformat() for t in checks.loc[~checks["on_grid"].to_numpy(), "timestamp"].head(MAX_EXAMPLES)
-    ]
-    if (checks["identical_ohlc_run"].to_numpy() >= max(params.frozen_bars.of(asset_class), 2)).any() or (
-        checks["zero_volume_run"].to_numpy() >= max(params.zero_volume_bars.of(asset_class), 2)
-    ).any():
-        order = time_order(checks["timestamp"])
-        context["frozen"] = _runs(checks, "identical_ohlc_run", params.frozen_bars.of(asset_class), order)
-        context["zero_volume"] = _runs(
-            checks, "zero_volume_run", params.zero_volume_bars.of(asset_class), order
-        )
-    return context
-
-
-def _message_context(
-    frame: pd.DataFrame, checks: pd.DataFrame, view: CalendarView, params: ValidateParams
-) -> dict[str, Any]:
-    """Rows to quote in messages, found with the same conditions the expectations check."""
-    non_numeric: dict[str, list[Any]] = {}
-    for col in NUMERIC_COLUMNS:
-        if col in frame.columns:
-            raw = frame[col]
-            bad = raw[raw.notna() & checks[col].isna()]
-            non_numeric[col] = bad.astype(str).unique()[:MAX_EXAMPLES].tolist()
-    spikes = checks.loc[checks["return_z"] > params.spike_sigma, "timestamp"]
-    off = checks.loc[checks["on_calendar"].eq(False), "timestamp"]
-    sessions = view.sessions
-    low = sessions[sessions["coverage"] < params.min_session_coverage]
-    return {
-        "timestamp_zone": _zone(frame.get("timestamp")),
-        "non_numeric": non_numeric,
-        "spikes": [t.isoformat() for t in spikes.head(MAX_EXAMPLES)],
-        "off_calendar": [t.isoformat() for t in off.head(200)],
-        "off_calendar_count": len(off),
-        "low_sessions": [
-            f"{r.session}: {r.observed}/{r.expected} bars" for r in low.head(200).itertuples(index=False)
-        ],
-        "gap_runs": [
-            f"{r.start.isoformat()}→{r.end.isoformat()} ({r.bars} bars)"
-            for r in view.gaps.head(MAX_EXAMPLES).itertuples(index=False)
-        ],
-        "gap_count": len(view.gaps),
-        "missing_total": int(view.gaps["bars"].sum()) if len(view.gaps) else 0,
-    }
-
-
-def validate_instrument(
-    engine: GxEngine,
-    broker: str,
-    symbol: str,
-    frame: pd.DataFrame,
-    window: Window,
-    params: ValidateParams,
-) -> InstrumentResult:
-    """Run the bars, checks and sessions suites for one instrument and turn GE's verdicts into findings."""
-    frame = frame.reset_index(drop=True)
-    timestamps = lenient_utc(frame.get("timestamp"), len(frame))
-    end = window.end_for(timestamps)
-    view = calendar_view(timestamps, broker, window.start, end, window.interval)
-    checks = checks_table(
-        frame, view.expected, timestamps, broker=broker, interval=window.interval, end=window.end
-    )
-    asset_class = profile(broker).asset_class
-    tables: dict[str, tuple[pd.DataFrame, list[Rule]]] = {
-        "bars": (frame, bars_rules(frame, broker, symbol)),
-        "checks": (checks[list(CHECK_COLUMNS)], checks_rules(params)),
-        "feed": (checks[list(FEED_COLUMNS)], feed_rules(params, asset_class)),
-        "sessions": (view.sessions, sessions_rules(params)),
-    }
-    context = _message_context(frame, checks, view, params)
-    context.update(_fault_context(checks, params, asset_class, window.end))
-    out = InstrumentResult(
-        broker=broker,
-        symbol=symbol,
-        rows=len(frame),
-        window={
-            "start": window.start.isoformat(),
-            "end": end.isoformat(),
-            "interval": pd.tseries.frequencies.to_offset(window.interval).freqstr,
-        },
-        gaps=view.gaps,
-        off_calendar=context["off_calendar"],
-        off_calendar_count=context["off_calendar_count"],
-        sessions=len(view.sessions),
-        below_coverage=context["low_sessions"],
-    )
-    for table, (data, rules) in tables.items():
-        suite = f"{broker}__{symbol}.{table}"
-        result = engine.validate(suite, data, rules)
-        out.gx_results[suite] = result.to_json_dict()
-        for item in result.results:
-            out.findings.append(_finding(broker, symbol, suite, item, context, params))
-    out.findings.sort(key=lambda f: (FAMILIES.index(f.family), f.rule))
-    return out
-
-
-def _finding(
-    broker: str, symbol: str, suite: str, item: Any, context: dict[str, Any], params: ValidateParams
-) -> Finding:
-    config = item.expectation_config
-    meta = config.meta or {}
-    family, rule, demand = meta["family"], meta["rule"], meta["demand"]
-    result = dict(item.result or {})
-    error = _exception_message(item)
-    success = bool(item.success) and error is None
-    message, examples = "", []
-    if error is not None:
-        message = f"Great Expectations could not evaluate '{demand}': {error}"
-    elif not success:
-        message, examples = describe(rule, demand, result, context, params)
-    return Finding(
-        broker=broker,
-        symbol=symbol,
-        suite=suite,
-        family=family,
-        rule=rule,
-        demand=demand,
-        severity=params.severity.of(family),
-        success=success,
-        expectation_type=config.type,
-        column=config.kwargs.get("column"),
-        unexpected_count=result.get("unexpected_count"),
-        element_count=result.get("element_count"),
-        observed_value=result.get("observed_value"),
-        examples=examples,
-        message=message,
-    )
 
 
 @dataclass
@@ -302,6 +40,7 @@ class ValidationRun:
 
     results: list[InstrumentResult]
     engine: GxEngine
+    processes: int = 1  # the main process and its helpers
 
     @property
     def success(self) -> bool:
@@ -342,22 +81,36 @@ def instruments_to_validate(data: DataParams, raw_root: str | Path) -> list[tupl
 
 
 def validate_raw(params: Params, raw_root: str | Path | None = None) -> ValidationRun:
-    """Validate every instrument of the raw store with one ephemeral GE context; progress per instrument."""
+    """Validate every instrument of the raw store; progress per instrument.
+
+    One GE context holds every result: the main process validates its share in it and adopts the
+    helpers' records as they arrive (``helper``); results keep the ``instruments_to_validate`` order.
+    """
     raw_root = Path(raw_root or params.paths.raw)
-    window = Window.from_params(params.data)
     pairs = instruments_to_validate(params.data, raw_root)
-    engine = GxEngine()
-    results: list[InstrumentResult] = []
-    with progress() as bar:
+    sizes = raw_bytes(raw_root, pairs)
+    shares = share_out(pairs, sizes, process_count(params.validate_, sizes))
+    run_time = datetime.datetime.now(datetime.UTC)
+    found: dict[tuple[str, str], InstrumentResult] = {}
+    with helpers(params, raw_root, shares[1:], run_time) as started, progress() as bar:
+        # Imported only now, with the helpers already importing it on the other cores (see module doc).
+        with heavy_import("great_expectations"):
+            from autotrader.validation.engine import GxEngine
+            from autotrader.validation.instrument import validate_stored
+
+        engine = GxEngine(run_time=run_time)
         task = bar.add_task("validate", total=len(pairs))
-        for broker, symbol in pairs:
+        for broker, symbol in shares[0]:
             bar.update(task, description=f"validate {broker}/{symbol}")
-            frame = rawstore.read_instrument(raw_root, broker, symbol)
-            if frame.empty and len(frame.columns) == 0:
-                frame = empty_bars()
-            results.append(validate_instrument(engine, broker, symbol, frame, window, params.validate_))
+            found[(broker, symbol)] = validate_stored(engine, params, raw_root, broker, symbol)
             bar.advance(task)
-    return ValidationRun(results=results, engine=engine)
+        for helper in started:
+            bar.update(task, description=f"validate: {len(helper.pairs)} from a helper process")
+            for result, exported in helper.results():
+                engine.adopt(exported)
+                found[(result.broker, result.symbol)] = result
+                bar.advance(task)
+    return ValidationRun(results=[found[pair] for pair in pairs], engine=engine, processes=1 + len(started))
 
 
 def write_outputs(run: ValidationRun, reports_dir: str | Path, metrics_path: str | Path) -> Path:
@@ -373,7 +126,8 @@ def write_outputs(run: ValidationRun, reports_dir: str | Path, metrics_path: str
 
 def show(run: ValidationRun) -> None:
     """A table per instrument and one yellow line per warning (warnings never fail the stage)."""
-    table = Table(title="Data validation (Great Expectations)")
+    processes = f", {run.processes} processes" if run.processes > 1 else ""
+    table = Table(title=f"Data validation (Great Expectations{processes})")
     table.add_column("instrument", no_wrap=True, min_width=max((len(r.key) for r in run.results), default=10))
     table.add_column("rows", justify="right")
     for family in FAMILIES:
@@ -403,7 +157,6 @@ __all__: Sequence[str] = (
     "Window",
     "instruments_to_validate",
     "show",
-    "validate_instrument",
     "validate_raw",
     "write_outputs",
 )
