@@ -7,7 +7,8 @@ unless ``AUTOTRADER_FAULT`` names them, e.g. ``AUTOTRADER_FAULT=train:middle`` o
 list ``extract:end,features:start``; then the stage fails there with an ``InjectedFault`` (an ordinary
 pipeline error: exit code 1, one red line), exactly as a real failure at that point would. A
 ``:kill`` suffix (``train:end:kill``) kills the process with SIGKILL there instead, as ``kill -9``
-would: no ``finally``, no ``atexit``, nothing cleaned up. Multi-step commits have their own point
+would: no ``finally``, no ``atexit``, nothing cleaned up. A ``:stall`` suffix blocks there for good,
+as a hung process would (a test then kills it, or proves that something else does). Multi-step commits have their own point
 (``journal:middle``, after the first rename of an incremental feature-store commit).
 
 This is the library's own hook, honoured the same way in every environment: the tests inject faults
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 from autotrader.errors import AutoTraderError
 
@@ -42,5 +44,7 @@ def fault_point(stage: str, point: str) -> None:
     asked = requested()
     if f"{stage}:{point}:kill" in asked:
         os.kill(os.getpid(), signal.SIGKILL)
+    if f"{stage}:{point}:stall" in asked:
+        threading.Event().wait()
     if f"{stage}:{point}" in asked:
         raise InjectedFault(f"{stage}: injected fault at {point} ({FAULT_ENV}={os.environ[FAULT_ENV]})")

@@ -1,23 +1,21 @@
 """Helper processes that validate a share of the instruments beside the main process.
 
-Why: validation is CPU-bound Python — Great Expectations' per-expectation machinery, and ~2 s only to
-import GE — and one process uses one core. With ``validate.processes: N`` and at least
-``validate.parallel_min_mb`` of raw Parquet, N − 1 helpers each import GE at the same time as the main
-process and validate their share; the main process files their GE records in its own context
-(``GxEngine.adopt``), so the reports and the Data Docs are those one process would have written.
+Why: validation is CPU-bound Python (Great Expectations' per-expectation machinery) and one process
+uses one core. With ``validate.processes: N`` and at least ``validate.parallel_min_mb`` of raw
+Parquet, N − 1 helpers validate beside the main process. The instruments wait in one queue, largest
+first, and whichever process is free takes the next (``WorkQueue``), so no process idles while
+another still has two to go. The main process files the helpers' GE records in its own context
+(``GxEngine.adopt``), so the reports and the Data Docs are those one process would write.
 
-- **A fresh interpreter** (``python -c '… import main; main()'``), started before the main process
-  imports GE so that the two imports overlap. Not ``fork`` (rich's progress thread would be copied
-  half-way through something) and not ``multiprocessing``'s spawn, which re-runs the caller's
-  ``__main__`` script in the child. Arguments go in on stdin and results come back on a private pipe,
-  both pickled: stdout stays free for anything the child's libraries print.
+- **Forked after Great Expectations is imported**, before anything else starts: a helper shares the
+  imported library's memory (copy-on-write; ``heap.heavy_import`` froze it, so the collector does not
+  touch those pages) instead of importing it again, ~2 s of CPU per helper. At that moment no other
+  thread runs (the progress display starts after), which is what makes a fork safe.
 - **A helper writes nothing.** It reads the raw bars and answers through its pipe; the main process
   writes every output, atomically, as before.
 - **It dies with its parent** (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the stage leaves no process
   behind; if the helper dies, the main process says which instrument it was validating and exits
   non-zero, writing nothing.
-
-This module imports neither GE nor ``instrument``: importing it must stay cheap.
 """
 
 from __future__ import annotations
@@ -25,20 +23,20 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime
+import multiprocessing
 import os
 import pickle
 import signal
-import subprocess
-import sys
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING
 
 from autotrader import rawstore
 from autotrader.errors import AutoTraderError
 from autotrader.faults import fault_point
-from autotrader.heap import heavy_import, skip_exit_collections
 from autotrader.params import Params, ValidateParams
 
 if TYPE_CHECKING:
@@ -56,82 +54,95 @@ def raw_bytes(raw_root: str | Path, pairs: Sequence[Pair]) -> dict[Pair, int]:
 
 
 def process_count(rules: ValidateParams, sizes: dict[Pair, int]) -> int:
-    """How many processes validate: one below ``parallel_min_mb`` (a helper's ~2 s start-up would
-    cost more than it saves), never more than there are instruments."""
+    """How many processes validate: one below ``parallel_min_mb`` (a helper's fork, GE context and
+    results' trip back cost more than a small store saves), never more than there are instruments."""
     if sum(sizes.values()) < rules.parallel_min_mb * MB:
         return 1
     return max(1, min(rules.processes, len(sizes)))
 
 
-def share_out(pairs: Sequence[Pair], sizes: dict[Pair, int], processes: int) -> list[list[Pair]]:
-    """Longest first, each to the least loaded process (share 0 is the main process's); each share
-    keeps the configured order. Deterministic: ties go to the lower share."""
-    loads = [0] * processes
-    owner: dict[Pair, int] = {}
-    for pair in sorted(pairs, key=lambda p: -sizes.get(p, 0)):  # stable: equal sizes keep their order
-        share = loads.index(min(loads))
-        owner[pair] = share
-        loads[share] += sizes.get(pair, 0)
-    return [[p for p in pairs if owner[p] == share] for share in range(processes)]
+def largest_first(pairs: Sequence[Pair], sizes: dict[Pair, int]) -> list[Pair]:
+    """The order instruments are handed out: largest first, so the last to finish is a small one."""
+    return sorted(pairs, key=lambda pair: -sizes.get(pair, 0))  # stable: equal sizes keep their order
+
+
+class WorkQueue:
+    """Instruments taken one at a time by whichever process is free; forked helpers share the counter."""
+
+    def __init__(self, pairs: Sequence[Pair], shared: bool) -> None:
+        self.pairs = list(pairs)
+        self._next = multiprocessing.get_context("fork").Value("i", 0) if shared else None
+        self._local = 0
+
+    def take(self) -> Pair | None:
+        if self._next is None:
+            index, self._local = self._local, self._local + 1
+        else:
+            with self._next.get_lock():
+                index = self._next.value
+                self._next.value += 1
+        return self.pairs[index] if index < len(self.pairs) else None
 
 
 class Helper:
-    """One helper process validating ``pairs`` in order and sending each result as it is done."""
+    """One forked process taking instruments from the queue and sending each result as it is done."""
 
     def __init__(
-        self, params: Params, raw_root: str | Path, pairs: list[Pair], run_time: datetime.datetime
+        self, params: Params, raw_root: str | Path, queue: WorkQueue, run_time: datetime.datetime
     ) -> None:
-        self.pairs = pairs
-        read_end, write_end = os.pipe()
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", f"from {__name__} import main; main()", str(write_end)],
-                stdin=subprocess.PIPE,
-                pass_fds=(write_end,),
-            )
-        except BaseException:
-            os.close(read_end)
-            raise
-        finally:
-            os.close(write_end)  # only the child writes; EOF here means it is gone
-        self.answers = os.fdopen(read_end, "rb")
-        assert self.process.stdin is not None
-        with self.process.stdin as stdin:
-            pickle.dump((params, str(raw_root), pairs, run_time, os.getpid()), stdin)
+        context = multiprocessing.get_context("fork")
+        self.conn, child_end = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_serve,
+            args=(child_end, params, str(raw_root), queue, run_time, os.getpid()),
+            name="validate-helper",
+        )
+        self.process.start()
+        child_end.close()  # only the child writes; EOF here means it is gone
 
     def results(self) -> Iterator[tuple[InstrumentResult, Exported]]:
-        """Each instrument's result and GE records, in ``pairs`` order; a helper's error is raised here."""
-        for broker, symbol in self.pairs:
+        """Each result and its GE records as the helper sends them; a helper's error is raised here."""
+        doing = "its first instrument"
+        while True:
             try:
-                kind, payload = pickle.load(self.answers)
+                kind, payload = self.conn.recv()
             except EOFError:
-                code = self.process.wait(timeout=10)
+                self.process.join(timeout=10)
                 raise AutoTraderError(
-                    f"validate: the helper process (validate.processes) died with exit code {code} "
-                    f"while validating {broker}/{symbol}; nothing was written"
+                    f"validate: the helper process (validate.processes) died with exit code "
+                    f"{self.process.exitcode} while validating {doing}; nothing was written"
                 ) from None
-            if kind == "error":
+            if kind == "taken":
+                doing = "/".join(payload)
+            elif kind == "error":
                 raise payload
-            yield payload
+            elif kind == "done":
+                return
+            else:
+                yield payload
 
     def stop(self) -> None:
         """Kill the helper if it still runs (the main process failed, or it has sent everything)."""
-        if self.process.poll() is None:
+        if self.process.is_alive():
             self.process.kill()
-        self.process.wait()
-        self.answers.close()
+        self.process.join()
+        self.conn.close()
+
+
+def can_fork() -> bool:
+    """A fork is safe only where it exists and while no other thread runs (one could hold a lock)."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
 @contextlib.contextmanager
 def helpers(
-    params: Params, raw_root: str | Path, shares: Sequence[list[Pair]], run_time: datetime.datetime
+    params: Params, raw_root: str | Path, queue: WorkQueue, count: int, run_time: datetime.datetime
 ) -> Iterator[list[Helper]]:
-    """A started helper per non-empty share; all stopped on the way out, whatever happened."""
+    """``count`` started helpers; all stopped on the way out, whatever happened."""
     started: list[Helper] = []
     try:
-        for share in shares:
-            if share:
-                started.append(Helper(params, raw_root, share, run_time))
+        for _ in range(count):
+            started.append(Helper(params, raw_root, queue, run_time))
         yield started
     finally:
         for helper in started:
@@ -139,7 +150,7 @@ def helpers(
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when its parent goes; elsewhere a write to the closed pipe ends it."""
+    """Ask Linux to SIGKILL this process when its parent goes; elsewhere a send to the closed pipe ends it."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
@@ -157,30 +168,27 @@ def _portable(exc: BaseException, broker: str, symbol: str) -> BaseException:
         return RuntimeError(f"validate helper, {broker}/{symbol}:\n{text}")
 
 
-def _serve(answers: BinaryIO) -> int:
-    """The helper's side: read its arguments from stdin, answer each instrument on ``answers``."""
-    params, raw_root, pairs, run_time, parent_pid = pickle.load(sys.stdin.buffer)
+def _serve(
+    conn: Connection,
+    params: Params,
+    raw_root: str,
+    queue: WorkQueue,
+    run_time: datetime.datetime,
+    parent_pid: int,
+) -> None:
+    """The helper's side (forked): validate what it takes in an engine of its own, send each answer."""
     _die_with_parent(parent_pid)
-    with heavy_import("great_expectations"):  # here, not at start-up (see the module doc)
-        from autotrader.validation.engine import GxEngine
-        from autotrader.validation.instrument import validate_exported
+    from autotrader.validation.engine import GxEngine  # already imported by the parent: free here
+    from autotrader.validation.instrument import validate_exported
 
     engine = GxEngine(run_time=run_time)
-    for broker, symbol in pairs:
+    while (pair := queue.take()) is not None:
+        conn.send(("taken", pair))  # so a death can be blamed on the right instrument
         try:
-            answer: tuple[str, Any] = ("ok", validate_exported(engine, params, raw_root, broker, symbol))
+            answer = validate_exported(engine, params, raw_root, *pair)
             fault_point("validate-helper", "middle")  # validated, not yet sent
         except Exception as exc:
-            pickle.dump(("error", _portable(exc, broker, symbol)), answers)
-            return 1
-        pickle.dump(answer, answers)
-        answers.flush()
-    return 0
-
-
-def main() -> None:
-    """``python -c 'from autotrader.validation.helper import main; main()' <fd>``: the helper process."""
-    with os.fdopen(int(sys.argv[1]), "wb") as pipe:
-        status = _serve(pipe)
-    skip_exit_collections()
-    sys.exit(status)
+            conn.send(("error", _portable(exc, *pair)))
+            return
+        conn.send(("ok", answer))
+    conn.send(("done", None))
