@@ -135,3 +135,43 @@ def test_no_instruments_is_a_clear_error(tmp_path, monkeypatch) -> None:
     with pytest.raises(SourceError, match=r"data\.source=sim: no instruments to extract"):
         main()
     assert not (tmp_path / "data").exists()
+
+
+def _frames(days: int = 5) -> list[tuple[str, str, pd.DataFrame]]:
+    end = pd.Timestamp("2026-11-20", tz="UTC")
+    market = SimulatedMarket()
+    pairs = [("binance", "BTCUSDT"), ("binance", "ETHUSDT"), ("oanda", "EUR_USD"), ("ibkr", "SPY")]
+    return [
+        (
+            b,
+            s,
+            market.fetch(
+                Instrument(broker=b, symbol=s), end - pd.Timedelta(days=days), end, pd.Timedelta("5min")
+            ),
+        )
+        for b, s in pairs
+    ]
+
+
+def test_concurrent_writes_give_the_bytes_of_one_instrument_after_another(tmp_path: Path) -> None:
+    frames = _frames()
+    rawstore.write_extract(tmp_path / "threads", frames)
+    for broker, symbol, frame in frames:  # the plain loop the writer threads replace
+        rawstore.write_partitions(tmp_path / "loop", frame, broker, symbol)
+    assert tree_hashes(tmp_path / "threads") == tree_hashes(tmp_path / "loop")
+
+
+def test_a_source_failing_while_instruments_are_being_written_keeps_the_old_tree(tmp_path: Path) -> None:
+    frames = _frames()
+    root = tmp_path / "raw"
+    rawstore.write_extract(root, frames[:2])
+    before = tree_hashes(root)
+
+    def failing():
+        yield from frames  # all four are handed to the writer threads first
+        raise SourceError("ibkr: the gateway went away")
+
+    with pytest.raises(SourceError, match="gateway went away"):
+        rawstore.write_extract(root, failing())
+    assert tree_hashes(root) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["raw"]  # no staging tree left beside it

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from autotrader.errors import SourceError
 from autotrader.params import DataParams
 
 PARTITION_FILE = "bars.parquet"
+WRITERS = 2  # instruments written at once by extract, each one day file after another
 
 
 def partition_dir(root: Path, broker: str, symbol: str, date: str) -> Path:
@@ -87,11 +90,22 @@ def write_partitions(root: Path, frame: pd.DataFrame, broker: str, symbol: str) 
 
 
 def write_extract(root: str | Path, frames: Iterable[tuple[str, str, pd.DataFrame]]) -> int:
-    """Replace the whole raw tree atomically with these (broker, symbol, bars) frames."""
+    """Replace the whole raw tree atomically with these (broker, symbol, bars) frames.
+
+    An instrument's day files are written in a thread while the next instrument is fetched or read:
+    Arrow's Parquet encoder and the writes release the GIL. At most ``WRITERS`` frames wait or are
+    being written, so memory stays bounded; every write has ended before the tree is swapped in or
+    dropped.
+    """
     total = 0
-    with atomic_dir(root) as tmp:
+    with atomic_dir(root) as tmp, ThreadPoolExecutor(max_workers=WRITERS) as pool:
+        pending: deque[Future[int]] = deque()
         for broker, symbol, frame in frames:
-            total += write_partitions(tmp, frame, broker, symbol)
+            if len(pending) >= WRITERS:
+                total += pending.popleft().result()
+            pending.append(pool.submit(write_partitions, tmp, frame, broker, symbol))
+        while pending:
+            total += pending.popleft().result()
         verify_tree(tmp, total)
     return total
 
