@@ -467,9 +467,12 @@ def update_store(
         workers = max(1, min(os.cpu_count() or 1, _MAX_WORKERS, len(plan.targets)))
         with progress() as bar, ThreadPoolExecutor(max_workers=workers) as pool:
             task = bar.add_task(f"features ({plan.mode})", total=len(plan.targets), visible=show_progress)
+            # Largest first: the last instrument to finish is a small one, not a pool of idle threads
+            # waiting on a big one (the written bytes do not depend on the order).
+            order = sorted(plan.targets.items(), key=lambda item: -sum(raw[item[0]][i].rows for i in item[1]))
             futures = {
                 pool.submit(_compute_instrument, raw[inst], indices, params, warmup, dest): (inst, indices)
-                for inst, indices in sorted(plan.targets.items())
+                for inst, indices in order
             }
             try:
                 for future in as_completed(futures):
