@@ -125,7 +125,7 @@ def lock_path(target: str | os.PathLike[str]) -> Path:
 
 def stale_siblings(target: str | os.PathLike[str], *, tempdirs: bool = False) -> list[Path]:
     """Leftovers of interrupted writes of ``target``: ``.<name>.*.tmp``, ``.<name>.trash`` and, with
-    ``tempdirs``, ``tmpXXXXXXXX`` folders that ``tempfile`` made beside it."""
+    ``tempdirs``, the ``tmp`` + 8 random characters folders that ``tempfile`` made beside it."""
     target = Path(target)
     if not target.parent.is_dir():
         return []

@@ -8,8 +8,9 @@ list ``extract:end,features:start``; then the stage fails there with an ``Inject
 pipeline error: exit code 1, one red line), exactly as a real failure at that point would. A
 ``:kill`` suffix (``train:end:kill``) kills the process with SIGKILL there instead, as ``kill -9``
 would: no ``finally``, no ``atexit``, nothing cleaned up. A ``:stall`` suffix blocks there for good,
-as a hung process would (a test then kills it, or proves that something else does). Multi-step commits have their own point
-(``journal:middle``, after the first rename of an incremental feature-store commit).
+as a hung process would (a test then kills it, or proves that something else does). Multi-step
+commits have their own point (``journal:middle``, after the first rename of an incremental
+feature-store commit).
 
 This is the library's own hook, honoured the same way in every environment: the tests inject faults
 through the environment and never patch the code under test.

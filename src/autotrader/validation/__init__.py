@@ -2,8 +2,8 @@
 
 Four expectation families, each with a severity from ``validate.severity`` (fail | warn):
 schema, completeness, anomalies and gaps (see ``rules``). ``validate_raw`` runs them all with one
-ephemeral GE context (and helper processes for big stores); ``write_outputs`` writes the per-instrument JSON results, the Data Docs site
-and ``metrics/validation.json``.
+ephemeral GE context (and forked helper processes for big stores, ``helper``); ``write_outputs``
+writes the per-instrument JSON results, the Data Docs site and ``metrics/validation.json``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from autotrader.validation.run import ValidationRun, show, validate_raw, write_o
 
 
 def __getattr__(name: str) -> Any:
-    """``validate_instrument`` on first use: it imports Great Expectations (~2 s), the rest does not."""
+    """``validate_instrument`` on first use: it imports Great Expectations (~1.5 s), the rest does not."""
     if name == "validate_instrument":
         from autotrader.validation.instrument import validate_instrument
 
